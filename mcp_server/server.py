@@ -1,0 +1,170 @@
+"""The MCP server, built from the tool registry: one MCP tool per `ToolSpec`, plus `execute_task`.
+
+Each MCP tool publishes the spec's own input and output schemas and annotations, and its body is one
+call to `registry.invoke`, so MCP has no path around the governance gate. Errors are mapped here, and
+only here: an `OpsAgentError` becomes an `is_error` result with its (redacted) public message; anything
+else is logged with its traceback and the client gets a generic message with a reference id.
+
+Identity: over stdio, and over HTTP when no tokens are configured, the caller is the configured local
+agent. With `mcp.tokens` set, every HTTP request needs a bearer token, and the token's agent name is the
+caller, with its own reputation and budget.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import json
+import logging
+import uuid
+from typing import Any
+
+from mcp.server.auth.middleware.auth_context import get_access_token
+from mcp.server.auth.provider import AccessToken
+from mcp.server.auth.settings import AuthSettings
+from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver.tools.base import Tool
+from mcp.server.mcpserver.utilities.func_metadata import ArgModelBase, FuncMetadata
+from mcp.server.transport_security import TransportSecuritySettings
+from mcp.types import CallToolResult, TextContent
+from pydantic import ConfigDict
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from ops_agent import __version__
+from ops_agent.errors import ConfigError, OpsAgentError
+from ops_agent.governance import Caller
+from ops_agent.registry import ToolSpec
+from ops_agent.services import Services
+
+__all__ = ["build_http_app", "build_server"]
+
+log = logging.getLogger("mcp_server")
+
+INSTRUCTIONS = (
+    "ops-agent: deploy, monitor, read logs, alert and notify. Every tool call passes a governance gate "
+    "(budget, permission by reputation, audit); a refusal comes back as an error result that says why. "
+    "Use execute_task for a plain-language task, or call the tools one by one."
+)
+
+
+class _PassThroughArguments(ArgModelBase):
+    """The registry validates arguments against the spec's model, so MCP hands them over untouched."""
+
+    model_config = ConfigDict(extra="allow")
+
+    def model_dump_one_level(self) -> dict[str, Any]:
+        return {"arguments": dict(self.model_extra or {})}
+
+
+class _BearerTokens:
+    """TokenVerifier: a configured token -> the agent it belongs to (constant-time comparison)."""
+
+    def __init__(self, tokens: dict[str, str]) -> None:
+        self._tokens = [(token.encode(), agent) for agent, token in tokens.items()]
+
+    async def verify_token(self, token: str) -> AccessToken | None:
+        candidate = token.encode()
+        found = None
+        for known, agent in self._tokens:
+            if hmac.compare_digest(candidate, known):
+                found = agent
+        return AccessToken(token=token, client_id=found, scopes=["ops"]) if found else None
+
+
+def build_server(services: Services, *, via: str = "mcp-stdio") -> MCPServer:
+    settings = services.settings.mcp
+    tokens = {agent: token.get_secret_value() for agent, token in settings.tokens.items()}
+    auth_options: dict[str, Any] = {}
+    if via == "mcp-http" and tokens:
+        url = f"http://{settings.host}:{settings.port}{settings.path}"
+        auth_options = {
+            "token_verifier": _BearerTokens(tokens),
+            "auth": AuthSettings(issuer_url=url, resource_server_url=url, required_scopes=["ops"]),
+        }
+    tools = [_mcp_tool(spec, services, via) for spec in services.registry.specs()]
+    server = MCPServer(
+        "ops-agent",
+        version=__version__,
+        instructions=INSTRUCTIONS,
+        tools=tools,
+        warn_on_duplicate_tools=False,  # the registry already refuses duplicates
+        log_level=services.settings.log_level,
+        **auth_options,
+    )
+
+    @server.custom_route("/healthz", methods=["GET"])
+    async def healthz(request: Request) -> JSONResponse:
+        return JSONResponse({"status": "ok", "governance": "degraded" if services.gate.degraded else "normal"})
+
+    return server
+
+
+def build_http_app(services: Services, server: MCPServer | None = None) -> Starlette:
+    """The streamable HTTP app. Refuses to bind beyond loopback without bearer tokens."""
+    settings = services.settings.mcp
+    if not _is_loopback(settings.host) and not settings.tokens:
+        raise ConfigError(
+            f"mcp.host: binding to {settings.host} exposes the server beyond this machine; "
+            "set mcp.tokens (agent name -> bearer token) first"
+        )
+    server = server or build_server(services, via="mcp-http")
+    security = None
+    if settings.allowed_hosts or settings.allowed_origins or not _is_loopback(settings.host):
+        port = settings.port
+        security = TransportSecuritySettings(
+            allowed_hosts=[f"127.0.0.1:{port}", f"localhost:{port}", f"[::1]:{port}", *settings.allowed_hosts],
+            allowed_origins=[f"http://127.0.0.1:{port}", f"http://localhost:{port}", *settings.allowed_origins],
+        )
+    return server.streamable_http_app(
+        streamable_http_path=settings.path,
+        stateless_http=True,
+        transport_security=security,
+        host=settings.host,
+    )
+
+
+def _mcp_tool(spec: ToolSpec, services: Services, via: str) -> Tool:
+    local = Caller(services.settings.governance.agent_name, via=via)
+
+    async def call(arguments: dict[str, Any], ctx: Context) -> CallToolResult:
+        caller = local
+        if (token := get_access_token()) is not None:
+            agent_type = "ops_agent" if token.client_id == local.agent else "mcp_client"
+            caller = Caller(token.client_id or "unknown", via=via, agent_type=agent_type)
+        try:
+            output = await services.registry.invoke(caller, spec.name, arguments, progress=ctx.report_progress)
+        except OpsAgentError as exc:
+            return _error(services.redactor.text(exc.public_message))
+        except Exception:
+            reference = uuid.uuid4().hex[:12]
+            log.exception("MCP call to %s failed (reference %s)", spec.name, reference)
+            return _error(f"{spec.name} failed with an internal error (reference {reference})")
+        data = output.model_dump(mode="json", by_alias=True)
+        return CallToolResult(content=[TextContent(type="text", text=json.dumps(data))], structured_content=data)
+
+    return Tool(
+        fn=call,
+        name=spec.name,
+        title=spec.title,
+        description=spec.description,
+        parameters=spec.input_schema(),
+        fn_metadata=FuncMetadata(arg_model=_PassThroughArguments, output_schema=spec.output_schema()),
+        is_async=True,
+        context_kwarg="ctx",
+        annotations=spec.annotations,
+    )
+
+
+def _error(message: str) -> CallToolResult:
+    return CallToolResult(content=[TextContent(type="text", text=message)], is_error=True)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -1,0 +1,3 @@
+from ops_agent.cli import main
+
+main()

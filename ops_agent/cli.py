@@ -1,0 +1,307 @@
+"""`ops-agent`: the command line. Settings are loaded once, here, and passed down."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Annotated, Any, Optional, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from ops_agent.config import Settings, load_settings
+from ops_agent.errors import ConfigError, OpsAgentError
+from ops_agent.governance import Caller
+from ops_agent.ooda import Act, Finish
+from ops_agent.services import Services, configure_logging, open_services
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="ops-agent",
+    help="An operations agent: deploy, monitor, read logs, alert and notify, behind a governance gate.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+out = Console()
+err = Console(stderr=True)
+T = TypeVar("T")
+
+ConfigOption = Annotated[
+    Optional[Path],
+    typer.Option("--config", "-c", help="YAML config file (default: $OPS_AGENT_CONFIG, else built-in defaults)."),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")]
+QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="Log warnings and errors only.")]
+
+
+def _settings(config: Path | None, quiet: bool = False) -> Settings:
+    try:
+        settings = load_settings(config)
+    except ConfigError as exc:
+        err.print(f"[red]error:[/red] {exc.public_message}", highlight=False)
+        raise typer.Exit(2) from None
+    if quiet:
+        settings = settings.model_copy(update={"log_level": "WARNING"})
+    configure_logging(settings)
+    return settings
+
+
+def _with_services(settings: Settings, work: Callable[[Services], Awaitable[T]]) -> T:
+    async def run() -> T:
+        async with open_services(settings) as services:
+            return await work(services)
+
+    try:
+        return asyncio.run(run())
+    except OpsAgentError as exc:
+        err.print(f"[red]error:[/red] {exc.public_message}", highlight=False, markup=True)
+        raise typer.Exit(1) from None
+
+
+def _caller(services: Services) -> Caller:
+    return Caller(services.settings.governance.agent_name, via="cli")
+
+
+def _print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+@app.command()
+def run(
+    task: Annotated[str, typer.Argument(help="What to do, in plain language.")],
+    priority: Annotated[str, typer.Option(help="low, medium, high or critical.")] = "medium",
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+    quiet: QuietOption = False,
+) -> None:
+    """Carry out a task: observe, plan, act (every step through the gate), report."""
+    settings = _settings(config, quiet)
+
+    async def work(services: Services) -> dict:
+        with err.status("working…") as status:
+
+            async def progress(done: float, total: float | None, message: str | None) -> None:
+                status.update(message or "working…")
+
+            report = await services.registry.invoke(
+                _caller(services), "execute_task", {"task": task, "priority": priority}, progress=progress
+            )
+        return report.model_dump(mode="json")
+
+    report = _with_services(settings, work)
+    if as_json:
+        _print_json(report)
+    else:
+        colour = {"completed": "green", "partial": "yellow"}.get(report["status"], "red")
+        out.print(f"[bold {colour}]{report['status']}[/] · planner {report['planner']} · {report['task_id']}")
+        table = Table("step", "tool", "arguments", "result", show_lines=False)
+        for number, step in enumerate(report["steps"], 1):
+            result = step["summary"] or "ok" if step["ok"] else f"[red]{step['error']}[/red]"
+            table.add_row(str(number), step["tool"], json.dumps(step["arguments"]), result)
+        if report["steps"]:
+            out.print(table)
+        out.print(report["summary"], highlight=False)
+        cost = report["cost"]
+        out.print(f"[dim]cost: {cost['tokens']} tokens, ${cost['usd']:.4f}; {report['duration_s']} s[/dim]")
+    raise typer.Exit(0 if report["status"] == "completed" else 1)
+
+
+@app.command()
+def plan(
+    task: Annotated[str, typer.Argument(help="What to do, in plain language.")],
+    priority: Annotated[str, typer.Option(help="low, medium, high or critical.")] = "medium",
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Show the tool calls the planner would make first, with their arguments. Executes nothing."""
+    settings = _settings(config, quiet=True)
+
+    async def work(services: Services) -> dict:
+        decision = await services.loop.preview(task, priority, _caller(services))
+        if isinstance(decision, Act):
+            calls = [{"tool": c.tool, "arguments": c.arguments} for c in decision.calls]
+            return {"planner": services.loop.planner.name, "calls": calls, "not_understood": decision.not_understood}
+        assert isinstance(decision, Finish)
+        return {
+            "planner": services.loop.planner.name,
+            "calls": [],
+            "not_understood": decision.not_understood,
+            "answer": decision.summary,
+        }
+
+    result = _with_services(settings, work)
+    if as_json:
+        _print_json(result)
+        return
+    out.print(f"planner: {result['planner']}")
+    for number, call in enumerate(result["calls"], 1):
+        out.print(f"  {number}. {call['tool']} {json.dumps(call['arguments'])}", highlight=False)
+    if not result["calls"]:
+        out.print("  (no tool calls)")
+    for item in result["not_understood"]:
+        out.print(f"[yellow]not understood:[/yellow] {item}", highlight=False)
+
+
+@app.command()
+def serve(
+    transport: Annotated[str, typer.Option(help="stdio (for Claude Desktop) or http (streamable HTTP).")] = "stdio",
+    host: Annotated[Optional[str], typer.Option(help="HTTP bind address (default from config: 127.0.0.1).")] = None,
+    port: Annotated[Optional[int], typer.Option(help="HTTP port (default from config: 8000).")] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Serve every tool over MCP."""
+    from mcp_server import serve_http, serve_stdio
+
+    if transport not in ("stdio", "http"):
+        err.print(f"[red]error:[/red] --transport: expected stdio or http, got {transport!r}")
+        raise typer.Exit(2)
+    settings = _settings(config)
+    overrides = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
+    if overrides:
+        settings = settings.model_copy(update={"mcp": settings.mcp.model_copy(update=overrides)})
+    try:
+        _with_services(settings, serve_stdio if transport == "stdio" else serve_http)
+    except ConfigError as exc:
+        err.print(f"[red]error:[/red] {exc.public_message}", highlight=False)
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def tools(config: ConfigOption = None, as_json: JsonOption = False) -> None:
+    """List the tool registry: names, governance actions, annotations and schemas."""
+    settings = _settings(config, quiet=True)
+
+    async def work(services: Services) -> list[dict]:
+        return [
+            {
+                "name": spec.name,
+                "title": spec.title,
+                "description": spec.description,
+                "actions": {a: services.gate.policy.rule(a).min_level for a in spec.actions},
+                "annotations": spec.annotations.model_dump(by_alias=True, exclude_none=True),
+                "input_schema": spec.input_schema(),
+                "output_schema": spec.output_schema(),
+            }
+            for spec in services.registry.specs()
+        ]
+
+    specs = _with_services(settings, work)
+    if as_json:
+        _print_json(specs)
+        return
+    table = Table("tool", "actions (minimum level)", "hints", "arguments", "title")
+    for spec in specs:
+        arguments = ", ".join(
+            f"{name}{'' if name in spec['input_schema'].get('required', []) else '?'}"
+            for name in spec["input_schema"].get("properties", {})
+        )
+        hints = ", ".join(k.removesuffix("Hint") for k, v in spec["annotations"].items() if v is True)
+        actions = ", ".join(f"{a} ({level})" for a, level in spec["actions"].items())
+        table.add_row(spec["name"], actions, hints, arguments or "-", spec["title"] or "")
+    out.print(table)
+
+
+@app.command()
+def call(
+    tool: Annotated[str, typer.Argument(help="Tool name, as `ops-agent tools` lists it.")],
+    arguments: Annotated[Optional[list[str]], typer.Argument(help="KEY=VALUE pairs; VALUE may be JSON.")] = None,
+    args_json: Annotated[Optional[str], typer.Option("--args", help="All arguments as one JSON object.")] = None,
+    config: ConfigOption = None,
+    quiet: QuietOption = False,
+) -> None:
+    """Call one tool directly (through the gate) and print its JSON result."""
+    settings = _settings(config, quiet)
+    try:
+        payload = _parse_arguments(arguments or [], args_json)
+    except ValueError as exc:
+        err.print(f"[red]error:[/red] {exc}", highlight=False)
+        raise typer.Exit(2) from None
+
+    async def work(services: Services) -> dict:
+        result = await services.registry.invoke(_caller(services), tool, payload)
+        return result.model_dump(mode="json")
+
+    _print_json(_with_services(settings, work))
+
+
+@app.command()
+def governance(
+    agent: Annotated[Optional[str], typer.Option(help="Agent name (default: this agent).")] = None,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Show an agent's reputation score, permission level, and budget used and left."""
+    settings = _settings(config, quiet=True)
+    name = agent or settings.governance.agent_name
+    status = _with_services(settings, lambda services: services.gate.status(name))
+    if as_json:
+        _print_json(status)
+        return
+    if status["mode"] == "degraded":
+        out.print(f"[red]degraded mode[/red]: {status['reason']} (fail_open: {status['fail_open']})")
+        return
+    out.print(f"agent [bold]{status['agent']}[/bold] ({status['agent_id']})")
+    probation = status["probation"]
+    out.print(
+        f"permission level [bold]{status['permission_level']}[/bold], reputation score {status['reputation_score']}, "
+        f"probation {probation['successes']}/{probation['required']} successful tasks"
+    )
+    table = Table("budget", "used", "limit", "left")
+    for window, figures in status["budget"].items():
+        used, limit = figures["used"], figures["limit"]
+        show = (lambda v: f"${v:.4f}") if window.endswith("usd") else (lambda v: f"{v:,}")
+        table.add_row(window.replace("_", " "), show(used), show(limit), show(max(limit - used, 0)))
+    out.print(table)
+    for event in status["recent_events"]:
+        out.print(f"  {event['event_type']} {event['delta']:+d} → {event['score_after']}: {event['reason']}")
+
+
+@app.command()
+def audit(
+    limit: Annotated[int, typer.Option(min=1, max=10_000, help="How many records, newest first.")] = 20,
+    agent: Annotated[Optional[str], typer.Option(help="Only this agent's records.")] = None,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Show the newest audit records: who called what, the gate's decision and the outcome."""
+    settings = _settings(config, quiet=True)
+    records = _with_services(settings, lambda services: services.gate.audit.recent(limit, agent))
+    if as_json:
+        _print_json(records)
+        return
+    table = Table("id", "agent", "via", "tool", "action", "decision", "outcome", "ms", "error")
+    for r in records:
+        table.add_row(
+            str(r["id"]), r["agent"], r["via"], r["tool"], r["action"] or "-", r["decision"], r["outcome"],
+            f"{r['duration_ms']:.1f}", r["error"] or "",
+        )
+    out.print(table)
+
+
+def _parse_arguments(pairs: list[str], args_json: str | None) -> dict[str, Any]:
+    payload: dict[str, Any] = {}
+    if args_json:
+        try:
+            payload = json.loads(args_json)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"--args: not valid JSON ({exc.msg} at position {exc.pos})") from None
+        if not isinstance(payload, dict):
+            raise ValueError("--args: must be a JSON object")
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"argument {pair!r}: expected KEY=VALUE")
+        try:
+            payload[key] = json.loads(value)
+        except json.JSONDecodeError:
+            payload[key] = value
+    return payload
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,284 @@
+"""Settings: an optional YAML file overlaid by the environment, loaded once at the entry point.
+
+Precedence, lowest first: built-in defaults → the YAML file → environment variables. The environment
+variable names are the seed's public contract (`VERCEL_TOKEN`, `Mailtrap_API_TOKEN`, ...); see
+`ENVIRONMENT` below and `config.example.yaml`, which documents every key.
+
+A string value in the file may be `${NAME}` to read the environment variable NAME, so that a file can be
+committed without its secrets. Every secret is a `SecretStr`: its repr is masked, and `secret_values()`
+feeds the redactor that scrubs logs, audit records and error messages.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+
+from ops_agent.errors import ConfigError
+
+__all__ = ["ENVIRONMENT", "LLMPrice", "PERMISSION_LEVELS", "ServiceCheck", "Settings", "load_settings"]
+
+PERMISSION_LEVELS = ("sandbox_only", "staging_access", "prod_low_risk", "prod_full_access")
+PermissionLevel = Literal["sandbox_only", "staging_access", "prod_low_risk", "prod_full_access"]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class StorageSettings(_Section):
+    path: Path = Field(
+        default_factory=lambda: Path(os.environ.get("XDG_DATA_HOME", Path.home() / ".local/share"))
+        / "ops-agent"
+        / "ops-agent.db",
+        description="SQLite database file for governance, audit and domain state.",
+    )
+
+
+class BudgetSettings(_Section):
+    hourly_tokens: int = Field(200_000, ge=0, description="LLM tokens an agent may spend per rolling hour.")
+    daily_tokens: int = Field(2_000_000, ge=0, description="LLM tokens an agent may spend per rolling day.")
+    hourly_usd: float = Field(2.0, ge=0, description="USD an agent may spend per rolling hour.")
+    daily_usd: float = Field(20.0, ge=0, description="USD an agent may spend per rolling day.")
+
+
+class GovernanceSettings(_Section):
+    agent_name: str = Field("ops_agent", min_length=1, description="Identity of this agent (stdio, CLI, API).")
+    probation_tasks: int = Field(
+        5, ge=0, description="Successful consequential tasks a new agent needs before score-based levels apply."
+    )
+    fail_open: bool = Field(
+        False, description="If governance cannot start, run everything unconstrained (the seed's old behaviour)."
+    )
+    budget: BudgetSettings = BudgetSettings()
+    policy: dict[str, PermissionLevel] = Field(
+        default_factory=dict, description="Overrides of the policy table: action -> minimum permission level."
+    )
+
+
+class LLMPrice(_Section):
+    """USD per million tokens."""
+
+    input: float = Field(ge=0)
+    output: float = Field(ge=0)
+    cache_write_5m: float = Field(0.0, ge=0)
+    cache_write_1h: float = Field(0.0, ge=0)
+    cache_read: float = Field(0.0, ge=0)
+
+
+# Confirmed list prices (see ../shared/contracts/ANTHROPIC.md §5); an unlisted model is refused, not free.
+DEFAULT_PRICES = {
+    "claude-opus-5-5": LLMPrice(input=4, output=20, cache_write_5m=5, cache_write_1h=8, cache_read=0.20),
+    "claude-sonnet-5-5": LLMPrice(input=2, output=10, cache_write_5m=2.5, cache_write_1h=4, cache_read=0.20),
+    "claude-opus-5": LLMPrice(input=5, output=25, cache_write_5m=6.25, cache_write_1h=10, cache_read=0.50),
+    "claude-sonnet-5": LLMPrice(input=2, output=10, cache_write_5m=2.5, cache_write_1h=4, cache_read=0.20),
+    "claude-haiku-4-5": LLMPrice(input=1, output=5, cache_write_5m=1.25, cache_write_1h=2, cache_read=0.10),
+}
+
+
+class LLMSettings(_Section):
+    api_key: SecretStr | None = Field(None, description="Anthropic API key; without it the offline planner runs.")
+    base_url: str | None = Field(None, description="Anthropic API base URL (a proxy or gateway).")
+    model: str = Field("claude-sonnet-5-5", description="Model for the Claude planner.")
+    max_tokens: int = Field(2048, ge=64, le=64_000, description="max_tokens for each planner request.")
+    max_steps: int = Field(8, ge=1, le=50, description="Cap on planner requests per task.")
+    timeout_s: float = Field(60.0, gt=0, description="Timeout of one planner request.")
+    prices: dict[str, LLMPrice] = Field(default_factory=lambda: dict(DEFAULT_PRICES))
+
+
+class MCPSettings(_Section):
+    host: str = Field("127.0.0.1", description="HTTP bind address. Anything but loopback requires tokens.")
+    port: int = Field(8000, ge=0, le=65535)
+    path: str = Field("/mcp", pattern=r"^/[A-Za-z0-9/_-]*$")
+    tokens: dict[str, SecretStr] = Field(
+        default_factory=dict, description="Agent name -> bearer token for HTTP callers; each is its own agent."
+    )
+    allowed_hosts: list[str] = Field(default_factory=list, description="Extra Host headers to accept (DNS rebinding).")
+    allowed_origins: list[str] = Field(default_factory=list, description="Extra Origin headers to accept.")
+
+
+class ServiceCheck(_Section):
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    url: str = Field(description="http:// or https:// URL to probe.")
+    expected_status: int = Field(200, ge=100, le=599)
+    timeout_s: float = Field(5.0, gt=0, le=120)
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, url: str) -> str:
+        if not re.match(r"^https?://[^\s/]+", url):
+            raise ValueError("must be an http:// or https:// URL")
+        return url
+
+
+class VercelSettings(_Section):
+    token: SecretStr | None = None
+    team_id: str | None = None
+    api_url: str = "https://api.vercel.com"
+
+
+class NotifySettings(_Section):
+    mailtrap_token: SecretStr | None = None
+    slack_webhook_url: SecretStr | None = None
+
+
+class RedisSettings(_Section):
+    url: SecretStr | None = Field(None, description="redis:// URL (may hold a password).")
+
+
+class SupabaseSettings(_Section):
+    url: str | None = None
+    service_role_key: SecretStr | None = None
+
+
+class Settings(_Section):
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    storage: StorageSettings = StorageSettings()
+    governance: GovernanceSettings = GovernanceSettings()
+    llm: LLMSettings = LLMSettings()
+    mcp: MCPSettings = MCPSettings()
+    services: Annotated[list[ServiceCheck], Field(description="Services whose health is checked.")] = []
+    vercel: VercelSettings = VercelSettings()
+    notify: NotifySettings = NotifySettings()
+    redis: RedisSettings = RedisSettings()
+    supabase: SupabaseSettings = SupabaseSettings()
+
+    @field_validator("services")
+    @classmethod
+    def _unique_names(cls, services: list[ServiceCheck]) -> list[ServiceCheck]:
+        names = [s.name for s in services]
+        if dupes := sorted({n for n in names if names.count(n) > 1}):
+            raise ValueError(f"duplicate service names: {', '.join(dupes)}")
+        return services
+
+    def secret_values(self) -> list[str]:
+        """Every configured secret in clear, for the redactor. Never log this."""
+        found: list[str] = []
+
+        def walk(value: Any) -> None:
+            if isinstance(value, SecretStr):
+                if secret := value.get_secret_value():
+                    found.append(secret)
+            elif isinstance(value, BaseModel):
+                for name in type(value).model_fields:
+                    walk(getattr(value, name))
+            elif isinstance(value, dict):
+                for item in value.values():
+                    walk(item)
+            elif isinstance(value, list):
+                for item in value:
+                    walk(item)
+
+        walk(self)
+        return found
+
+
+# Environment variable -> settings path. The first eight are the seed's names, spelled as it spells them.
+ENVIRONMENT: dict[str, tuple[str, ...]] = {
+    "VERCEL_TOKEN": ("vercel", "token"),
+    "VERCEL_TEAM_ID": ("vercel", "team_id"),
+    "REDIS_URL": ("redis", "url"),
+    "SUPABASE_URL": ("supabase", "url"),
+    "SUPABASE_SERVICE_ROLE_KEY": ("supabase", "service_role_key"),
+    "Mailtrap_API_TOKEN": ("notify", "mailtrap_token"),
+    "SLACK_WEBHOOK_URL": ("notify", "slack_webhook_url"),
+    "ANTHROPIC_API_KEY": ("llm", "api_key"),
+    "ANTHROPIC_BASE_URL": ("llm", "base_url"),
+    "VERCEL_API_URL": ("vercel", "api_url"),
+    "OPS_AGENT_DB": ("storage", "path"),
+    "OPS_AGENT_LOG_LEVEL": ("log_level",),
+    "OPS_AGENT_NAME": ("governance", "agent_name"),
+}
+CONFIG_FILE_VARIABLE = "OPS_AGENT_CONFIG"
+
+_SCALARS = yaml.SafeLoader("")  # only its constructor is used, for plain scalars
+_REFERENCE = re.compile(r"^\$\{([A-Za-z_][A-Za-z0-9_]*)\}$")
+
+
+def load_settings(path: str | Path | None = None, environ: dict[str, str] | None = None) -> Settings:
+    """Build Settings from `path` (or $OPS_AGENT_CONFIG, or nothing) and the environment.
+
+    Raises ConfigError naming the key, and the line for keys that came from the file.
+    """
+    environ = dict(os.environ if environ is None else environ)
+    path = path or environ.get(CONFIG_FILE_VARIABLE) or None
+    data: dict[str, Any] = {}
+    lines: dict[tuple[str, ...], int] = {}
+    source = "environment"
+    if path is not None:
+        source = str(path)
+        data, lines = _read_yaml(Path(path), environ)
+    for variable, key_path in ENVIRONMENT.items():
+        if value := environ.get(variable):
+            _set_path(data, key_path, value)
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            key = tuple(str(part) for part in error["loc"])
+            where = _describe(key, lines, source)
+            message = "unknown key" if error["type"] == "extra_forbidden" else error["msg"]
+            problems.append(f"{'.'.join(key) or '(top level)'}{where}: {message}")
+        raise ConfigError("bad configuration: " + "; ".join(problems)) from None
+
+
+def _describe(key: tuple[str, ...], lines: dict[tuple[str, ...], int], source: str) -> str:
+    for length in range(len(key), 0, -1):
+        if (line := lines.get(key[:length])) is not None:
+            return f" ({source}, line {line})"
+    env = [name for name, target in ENVIRONMENT.items() if target == key[: len(target)]]
+    return f" (environment variable {env[0]})" if env else ""
+
+
+def _read_yaml(path: Path, environ: dict[str, str]) -> tuple[dict[str, Any], dict[tuple[str, ...], int]]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f", line {mark.line + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or "not valid YAML"
+        raise ConfigError(f"config file {path}{where}: {problem}") from None
+    if node is None:
+        return {}, {}
+    if not isinstance(node, yaml.MappingNode):
+        raise ConfigError(f"config file {path}, line {node.start_mark.line + 1}: the top level must be a mapping")
+    lines: dict[tuple[str, ...], int] = {}
+    return _construct(node, (), lines, environ, path), lines
+
+
+def _construct(node: yaml.Node, key: tuple[str, ...], lines: dict, environ: dict[str, str], path: Path) -> Any:
+    lines[key] = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        result = {}
+        for key_node, value_node in node.value:
+            name = str(key_node.value)
+            lines[key + (name,)] = key_node.start_mark.line + 1
+            result[name] = _construct(value_node, key + (name,), lines, environ, path)
+        return result
+    if isinstance(node, yaml.SequenceNode):
+        return [_construct(item, key + (str(i),), lines, environ, path) for i, item in enumerate(node.value)]
+    value = _SCALARS.construct_object(node)
+    if isinstance(value, str) and (match := _REFERENCE.match(value)):
+        name = match.group(1)
+        if name not in environ:
+            raise ConfigError(
+                f"{'.'.join(key)} ({path}, line {lines[key]}): environment variable {name} is not set"
+            )
+        return environ[name]
+    return value
+
+
+def _set_path(data: dict[str, Any], key_path: tuple[str, ...], value: str) -> None:
+    for part in key_path[:-1]:
+        data = data.setdefault(part, {})
+    data[key_path[-1]] = value

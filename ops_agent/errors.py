@@ -1,0 +1,124 @@
+"""The one error tree of ops-agent.
+
+    OpsAgentError                 every error we raise on purpose; `public_message` is safe to show
+    ├── ConfigError               a bad config file or environment variable (names the key and line)
+    ├── ToolRetry                 the caller should fix its request and try again
+    │   ├── InvalidArguments      arguments failed validation (names each field and the problem)
+    │   └── UnknownTool           no tool of that name
+    ├── ToolFailed                the tool ran and failed; terminal for this call
+    │   └── ToolTimeout           the tool did not finish within its timeout
+    ├── GovernanceRefusal         the gate said no
+    │   ├── BudgetExceeded        the hourly or daily token/USD budget is spent
+    │   ├── PermissionDenied      the caller's permission level is below the action's minimum
+    │   └── GovernanceUnavailable degraded mode: governance is down and the action is not read-only
+    ├── PlannerError              the planner could not produce a plan
+    │   └── PlannerStepsExceeded  the task hit its step cap
+    └── UpstreamError             a service we call failed (service, status_code, retryable)
+        └── UpstreamTimeout
+
+Entry points map these in one place each: the MCP server turns them into `is_error` results carrying
+`public_message`, the planner into `tool_result` blocks with `is_error`, the CLI into a red line and exit
+code 1. Anything that is not an `OpsAgentError` is a bug: it is logged with its traceback and the caller
+sees only a generic message with a reference id.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BudgetExceeded",
+    "ConfigError",
+    "GovernanceRefusal",
+    "GovernanceUnavailable",
+    "InvalidArguments",
+    "OpsAgentError",
+    "PermissionDenied",
+    "PlannerError",
+    "PlannerStepsExceeded",
+    "ToolFailed",
+    "ToolRetry",
+    "ToolTimeout",
+    "UnknownTool",
+    "UpstreamError",
+    "UpstreamTimeout",
+]
+
+
+class OpsAgentError(Exception):
+    """Base of every deliberate error. `public_message` must never contain a secret."""
+
+    def __init__(self, public_message: str) -> None:
+        super().__init__(public_message)
+        self.public_message = public_message
+
+
+class ConfigError(OpsAgentError):
+    """A setting is missing or malformed."""
+
+
+class ToolRetry(OpsAgentError):
+    """The request was wrong; a corrected request may succeed."""
+
+
+class InvalidArguments(ToolRetry):
+    """Arguments did not validate. `problems` is a list of (field, message)."""
+
+    def __init__(self, tool: str, problems: list[tuple[str, str]]) -> None:
+        self.tool = tool
+        self.problems = problems
+        lines = "; ".join(f"{field}: {message}" for field, message in problems)
+        super().__init__(f"invalid arguments for {tool}: {lines}")
+
+
+class UnknownTool(ToolRetry):
+    def __init__(self, name: str, known: list[str]) -> None:
+        self.name = name
+        super().__init__(f"unknown tool {name!r}; known tools: {', '.join(sorted(known))}")
+
+
+class ToolFailed(OpsAgentError):
+    """The tool ran and could not do what was asked."""
+
+
+class ToolTimeout(ToolFailed):
+    pass
+
+
+class GovernanceRefusal(OpsAgentError):
+    """The governance gate refused the invocation."""
+
+
+class BudgetExceeded(GovernanceRefusal):
+    pass
+
+
+class PermissionDenied(GovernanceRefusal):
+    pass
+
+
+class GovernanceUnavailable(GovernanceRefusal):
+    pass
+
+
+class PlannerError(OpsAgentError):
+    pass
+
+
+class PlannerStepsExceeded(PlannerError):
+    pass
+
+
+class UpstreamError(OpsAgentError):
+    """A service we depend on answered badly or not at all."""
+
+    def __init__(
+        self, service: str, public_message: str, *, status_code: int | None = None, retryable: bool = False
+    ) -> None:
+        super().__init__(f"{service}: {public_message}")
+        self.service = service
+        self.status_code = status_code
+        self.retryable = retryable
+
+
+class UpstreamTimeout(UpstreamError):
+    def __init__(self, service: str, public_message: str = "timed out") -> None:
+        super().__init__(service, public_message, retryable=True)

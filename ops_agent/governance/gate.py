@@ -1,0 +1,290 @@
+"""The governance gate: budget -> permission -> execute -> cost -> reputation -> audit, for every call.
+
+Reputation moves only on consequential work. A read (kind `read` in the policy table) never earns or
+loses score, so an agent cannot farm reputation by polling metrics; a refused call always costs
+(`permission_denied` -8, `budget_exceeded` -10 at most once per agent per hour). Inside a task, steps
+do not score one by one: the task's outcome scores once (`task_outcome`).
+
+Degraded mode: when the governance store cannot be opened or the agent cannot register, the gate keeps
+budgets in process memory, writes audit records to the log, and allows only read actions, refusing the
+rest with a clear reason. `governance.fail_open: true` restores the seed's unconstrained behaviour.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
+from typing import Any, TypeVar
+
+from ops_agent.errors import (
+    BudgetExceeded,
+    GovernanceUnavailable,
+    OpsAgentError,
+    PermissionDenied,
+    ToolFailed,
+)
+from ops_agent.governance.audit import AuditLog, AuditRecord
+from ops_agent.governance.ledger import BudgetLimits, BudgetUsage, CostLedger
+from ops_agent.governance.policy import ActionRule, PolicyTable
+from ops_agent.governance.reputation import AgentRecord, EventType, ReputationStore
+from ops_agent.redact import Redactor
+
+__all__ = ["Caller", "GovernanceGate"]
+
+log = logging.getLogger("ops_agent.governance")
+T = TypeVar("T")
+
+CONSEQUENTIAL = ("write", "destructive", "outward")
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who is calling: an agent identity, the entry point, and the task the call belongs to, if any."""
+
+    agent: str
+    via: str = "api"
+    task_id: str | None = None
+    agent_type: str = "ops_agent"
+
+    def in_task(self, task_id: str) -> Caller:
+        return replace(self, task_id=task_id)
+
+
+class GovernanceGate:
+    def __init__(
+        self,
+        *,
+        policy: PolicyTable,
+        reputation: ReputationStore,
+        ledger: CostLedger,
+        audit: AuditLog,
+        limits: BudgetLimits,
+        probation_tasks: int,
+        redactor: Redactor,
+        degraded_reason: str | None = None,
+        fail_open: bool = False,
+        cache_ttl_s: float = 1.0,
+    ) -> None:
+        self.policy = policy
+        self.reputation = reputation
+        self.ledger = ledger
+        self.audit = audit
+        self.limits = limits
+        self.probation_tasks = probation_tasks
+        self.redactor = redactor
+        self.degraded_reason = degraded_reason
+        self.fail_open = fail_open
+        # Agent records are re-read at most every cache_ttl_s, so another process's score changes show up.
+        self._cache_ttl_s = cache_ttl_s
+        self._agents: dict[str, tuple[float, AgentRecord]] = {}
+        self._budget_penalised: dict[str, float] = {}
+
+    @property
+    def degraded(self) -> bool:
+        return self.degraded_reason is not None
+
+    # -- agents ---------------------------------------------------------------------------------------
+
+    async def register(self, name: str, agent_type: str = "ops_agent") -> AgentRecord:
+        """The seed's `get_or_create_agent`, with its log lines."""
+        agent = await self.reputation.get_or_create_agent(name, agent_type)
+        self._agents[name] = (time.monotonic(), agent)
+        log.info("✅ Registered with Governance (agent_id: %s)", agent.id)
+        log.info("   Permission Level: %s, Reputation Score: %s", self.level(agent), agent.score)
+        return agent
+
+    async def agent(self, caller: Caller) -> AgentRecord:
+        cached = self._agents.get(caller.agent)
+        if cached and time.monotonic() - cached[0] < self._cache_ttl_s:
+            return cached[1]
+        agent = await self.reputation.get_or_create_agent(caller.agent, caller.agent_type)
+        self._agents[caller.agent] = (time.monotonic(), agent)
+        return agent
+
+    def level(self, agent: AgentRecord) -> str:
+        return self.policy.level_for(agent.score, agent.successes, self.probation_tasks)
+
+    async def status(self, name: str) -> dict[str, Any]:
+        """Agent, score, level and budget used and left: what `ops-agent governance` shows."""
+        if self.degraded:
+            return {"agent": name, "mode": "degraded", "reason": self.degraded_reason, "fail_open": self.fail_open}
+        agent = await self.agent(Caller(name))
+        used = await self.ledger.usage(agent.id)
+        limits = self.limits
+        return {
+            "agent": name,
+            "agent_id": agent.id,
+            "mode": "normal",
+            "reputation_score": agent.score,
+            "permission_level": self.level(agent),
+            "probation": {"successes": agent.successes, "required": self.probation_tasks},
+            "budget": {
+                "hourly_tokens": {"used": used.hour_tokens, "limit": limits.hourly_tokens},
+                "daily_tokens": {"used": used.day_tokens, "limit": limits.daily_tokens},
+                "hourly_usd": {"used": used.hour_usd_micros / 1e6, "limit": limits.hourly_usd_micros / 1e6},
+                "daily_usd": {"used": used.day_usd_micros / 1e6, "limit": limits.daily_usd_micros / 1e6},
+            },
+            "recent_events": await self.reputation.events(agent.id, limit=10),
+        }
+
+    # -- the gate ---------------------------------------------------------------------------------------
+
+    async def run(
+        self,
+        caller: Caller,
+        tool: str,
+        action: str,
+        arguments: dict[str, Any],
+        execute: Callable[[], Awaitable[T]],
+        usage: Callable[[], tuple[int, int]] = lambda: (0, 0),
+    ) -> T:
+        """Check, execute and record one invocation. `usage()` reports (tokens, micros) the call spent."""
+        rule = self.policy.rule(action)
+        started = time.monotonic()
+        record = AuditRecord(
+            ts=time.time(),
+            agent_id=None,
+            agent=caller.agent,
+            via=caller.via,
+            task_id=caller.task_id,
+            tool=tool,
+            action=action,
+            arguments=self.redactor.value(arguments),
+            decision="allowed",
+            outcome="ok",
+        )
+        durable = rule.kind != "read"
+        agent: AgentRecord | None = None
+        try:
+            if self.degraded:
+                self._check_degraded(rule, record)
+            else:
+                agent = await self.agent(caller)
+                record.agent_id = agent.id
+                await self._check_budget(caller, agent, rule, record)
+                await self._check_permission(caller, agent, rule, record)
+            try:
+                result = await execute()
+            except OpsAgentError as exc:
+                exc.public_message = self.redactor.text(exc.public_message)
+                record.outcome, record.error = "error", exc.public_message
+                raise
+            except asyncio.CancelledError:
+                record.outcome, record.error = "error", "cancelled"
+                raise
+            except Exception as exc:
+                reference = uuid.uuid4().hex[:12]
+                log.exception("tool %s crashed (reference %s)", tool, reference)
+                record.outcome, record.error = "error", f"internal error (reference {reference})"
+                raise ToolFailed(f"{tool} failed with an internal error (reference {reference})") from exc
+            return result
+        finally:
+            record.duration_ms = (time.monotonic() - started) * 1000
+            record.tokens, record.usd_micros = usage()
+            if agent is not None and record.decision == "allowed" and rule.kind in CONSEQUENTIAL:
+                if caller.task_id is None:  # inside a task, the task's outcome scores once
+                    success = record.outcome == "ok"
+                    await self._event(agent, "task_success" if success else "task_failure", f"{tool} ({action})")
+            await self._audit(record, durable=durable or record.decision != "allowed")
+
+    def _check_degraded(self, rule: ActionRule, record: AuditRecord) -> None:
+        if self.fail_open or rule.kind == "read":
+            return
+        record.decision, record.outcome = "denied_degraded", "refused"
+        record.error = f"governance unavailable ({self.degraded_reason}): only read-only actions are allowed"
+        raise GovernanceUnavailable(record.error)
+
+    async def _check_budget(self, caller: Caller, agent: AgentRecord, rule: ActionRule, record: AuditRecord) -> None:
+        # A read costs nothing, so even a spent budget does not stop an engineer from looking.
+        if rule.kind == "read":
+            return
+        problems = self.limits.problems(await self.ledger.usage(agent.id))
+        if problems:
+            record.decision, record.outcome = "denied_budget", "refused"
+            record.error = "budget exceeded: " + "; ".join(problems)
+            await self._penalise_budget(agent, record.error)
+            raise BudgetExceeded(record.error)
+        log.info("✅ Budget check passed for %s", f"task {caller.task_id}" if caller.task_id else record.tool)
+
+    async def _check_permission(
+        self, caller: Caller, agent: AgentRecord, rule: ActionRule, record: AuditRecord
+    ) -> None:
+        level = self.level(agent)
+        if self.policy.allows(level, rule.min_level):
+            if rule.kind != "read":
+                log.info("✅ Permission check passed for operation: %s", rule.action)
+            return
+        probation = ""
+        if agent.successes < self.probation_tasks:
+            probation = f", on probation: {agent.successes} of {self.probation_tasks} successful tasks"
+        record.decision, record.outcome = "denied_permission", "refused"
+        record.error = (
+            f"permission denied: {rule.action} needs {rule.min_level}; agent {caller.agent} is {level} "
+            f"(reputation score {agent.score}{probation})"
+        )
+        await self._event(agent, "permission_denied", rule.action)
+        raise PermissionDenied(record.error)
+
+    # -- LLM spend and task outcomes --------------------------------------------------------------------
+
+    async def reserve(self, caller: Caller, tokens: int, micros: int) -> int | None:
+        """Hold the worst case of one LLM request against the caller's budget; None in degraded mode."""
+        if self.degraded and not self.fail_open:
+            raise GovernanceUnavailable(f"governance unavailable ({self.degraded_reason}): no LLM spending")
+        agent = await self.agent(caller)
+        try:
+            reservation = await self.ledger.reserve(agent.id, tokens, micros, self.limits)
+        except BudgetExceeded as exc:
+            await self._penalise_budget(agent, exc.public_message)
+            raise
+        log.info("✅ Budget check passed for task %s", caller.task_id or "-")
+        return reservation
+
+    async def settle(self, reservation: int | None, tokens: int, micros: int, model: str) -> None:
+        if reservation is not None:
+            await self.ledger.settle(reservation, tokens, micros, model)
+
+    async def usage(self, caller: Caller) -> BudgetUsage:
+        return await self.ledger.usage((await self.agent(caller)).id)
+
+    async def task_outcome(self, caller: Caller, success: bool, reason: str) -> None:
+        """Score a task that ran consequential steps: once, +2 or -3."""
+        if not self.degraded:
+            await self._event(await self.agent(caller), "task_success" if success else "task_failure", reason)
+
+    async def reject(self, caller: Caller, tool: str, arguments: Any, error: str) -> None:
+        """Audit a call that never reached the gate (unknown tool, invalid arguments)."""
+        await self._audit(
+            AuditRecord(
+                ts=time.time(),
+                agent_id=None,
+                agent=caller.agent,
+                via=caller.via,
+                task_id=caller.task_id,
+                tool=tool,
+                action=None,
+                arguments=self.redactor.value(arguments if isinstance(arguments, dict) else {"raw": arguments}),
+                decision="invalid",
+                outcome="refused",
+                error=self.redactor.text(error),
+            ),
+            durable=False,
+        )
+
+    async def _penalise_budget(self, agent: AgentRecord, reason: str) -> None:
+        now = time.monotonic()
+        if now - self._budget_penalised.get(agent.id, -1e9) >= 3600:
+            self._budget_penalised[agent.id] = now
+            await self._event(agent, "budget_exceeded", reason)
+
+    async def _event(self, agent: AgentRecord, event: EventType, reason: str) -> None:
+        updated = await self.reputation.record_event(agent.id, event, reason)
+        self._agents[updated.name] = (time.monotonic(), updated)
+        log.info("✅ Recorded reputation event: %s", event)
+
+    async def _audit(self, record: AuditRecord, *, durable: bool) -> None:
+        await self.audit.append(record, durable=durable)

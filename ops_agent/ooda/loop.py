@@ -1,0 +1,178 @@
+"""The OODA loop of one task: observe -> orient/decide (the planner) -> act (through the gate) -> report.
+
+Every call the planner asks for goes through `ToolRegistry.invoke`, so through the gate, under the
+caller's identity and the task's id. The loop itself refuses an exact repeat of an earlier call (the
+model gets the refusal as an error result) and stops at the step cap, forcing a final answer on the
+last step. A task that ran consequential steps scores once on the caller's reputation.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from ops_agent.errors import GovernanceRefusal, OpsAgentError
+from ops_agent.governance.gate import Caller, GovernanceGate
+from ops_agent.ooda.planner import Act, Decision, Finish, Observation, Planner, StepResult, ToolCall
+from ops_agent.registry import ProgressCallback, ToolRegistry
+
+__all__ = ["Step", "TaskLoop", "TaskReport"]
+
+log = logging.getLogger("ops_agent.ooda")
+CONSEQUENTIAL = {"write", "destructive", "outward"}
+
+
+class Step(BaseModel):
+    tool: str
+    arguments: dict[str, Any]
+    ok: bool
+    summary: str | None = None
+    error: str | None = None
+    output: dict[str, Any] | None = None
+
+
+class TaskCost(BaseModel):
+    tokens: int = 0
+    usd: float = 0.0
+    llm_requests: int = 0
+
+
+class TaskReport(BaseModel):
+    """What `execute_task` returns: the seed's keys (`status`, `deployment_url`, `patterns`,
+    `recommendations`) plus the steps taken and what the task cost."""
+
+    task_id: str
+    task: str
+    priority: str
+    status: Literal["completed", "partial", "failed", "not_understood", "refused"]
+    summary: str
+    planner: str
+    steps: list[Step] = Field(default_factory=list)
+    not_understood: list[str] = Field(default_factory=list)
+    cost: TaskCost = Field(default_factory=TaskCost)
+    duration_s: float = 0.0
+    deployment_url: str | None = None
+    patterns: list[dict[str, Any]] = Field(default_factory=list)
+    recommendations: list[str] = Field(default_factory=list)
+
+
+class TaskLoop:
+    def __init__(
+        self,
+        registry: ToolRegistry,
+        planner: Planner,
+        gate: GovernanceGate,
+        *,
+        max_steps: int = 8,
+        facts: dict[str, Any] | None = None,
+    ) -> None:
+        self.registry = registry
+        self.planner = planner
+        self.gate = gate
+        self.max_steps = max_steps
+        self.facts = facts or {}
+
+    async def facts_for(self, caller: Caller) -> dict[str, Any]:
+        facts = dict(self.facts)
+        if not self.gate.degraded:
+            facts["permission_level"] = self.gate.level(await self.gate.agent(caller))
+        return facts
+
+    async def observe(self, caller: Caller) -> Observation:
+        """Cheap context for planning; each read goes through the gate like any call."""
+        facts = await self.facts_for(caller)
+        snapshot: dict[str, Any] = {}
+        if self.registry.get("get_system_metrics"):
+            try:
+                metrics = await self.registry.invoke(caller, "get_system_metrics", {})
+                snapshot["system_metrics"] = metrics.model_dump(mode="json")
+            except OpsAgentError as exc:
+                snapshot["system_metrics_error"] = exc.public_message
+        return Observation(facts=facts, snapshot=snapshot)
+
+    async def preview(self, task: str, priority: str, caller: Caller) -> Decision:
+        """The planner's first decision, from facts alone: nothing is executed (`ops-agent plan`)."""
+        observation = Observation(facts=await self.facts_for(caller))
+        return await self.planner.session(task, priority, observation, caller).decide([], last_step=False)
+
+    async def run(
+        self, task: str, priority: str, caller: Caller, progress: ProgressCallback | None = None
+    ) -> TaskReport:
+        started = time.monotonic()
+        if caller.task_id is None:
+            caller = caller.in_task(f"task-{uuid.uuid4().hex[:12]}")
+        report = TaskReport(
+            task_id=caller.task_id or "", task=task, priority=priority, status="failed", summary="",
+            planner=self.planner.name,
+        )
+        session = None
+        consequential = False
+        try:
+            session = self.planner.session(task, priority, await self.observe(caller), caller)
+            results: list[StepResult] = []
+            seen: set[str] = set()
+            for step in range(self.max_steps):
+                decision = await session.decide(results, last_step=step == self.max_steps - 1)
+                if isinstance(decision, Finish):
+                    report.summary, report.not_understood = decision.summary, decision.not_understood
+                    report.status = decision.status
+                    break
+                assert isinstance(decision, Act)
+                results = []
+                for call in decision.calls:
+                    if progress is not None:
+                        await progress(len(report.steps), None, f"calling {call.tool}")
+                    result = await self._act(caller, call, seen)
+                    consequential |= result.ok and self._is_consequential(call.tool)
+                    results.append(result)
+                    report.steps.append(
+                        Step(tool=call.tool, arguments=call.arguments, ok=result.ok, summary=result.summary,
+                             error=result.error, output=result.output)
+                    )
+            else:
+                report.summary = f"stopped at the step cap ({self.max_steps}) before the planner finished"
+                report.status = "partial" if any(step.ok for step in report.steps) else "failed"
+        except GovernanceRefusal as exc:
+            report.status, report.summary = "refused", exc.public_message
+        except OpsAgentError as exc:
+            report.status, report.summary = "failed", exc.public_message
+        if report.status == "completed":
+            report.status = _overall(report)
+        if session is not None:
+            report.cost = TaskCost(
+                tokens=session.spend.tokens, usd=session.spend.usd_micros / 1e6, llm_requests=session.spend.requests
+            )
+        report.duration_s = round(time.monotonic() - started, 3)
+        if consequential:
+            await self.gate.task_outcome(caller, report.status == "completed", task[:200])
+        log.info("task %s %s: %d steps, %d tokens", report.task_id, report.status, len(report.steps), report.cost.tokens)
+        return report
+
+    async def _act(self, caller: Caller, call: ToolCall, seen: set[str]) -> StepResult:
+        key = f"{call.tool}:{json.dumps(call.arguments, sort_keys=True, default=str)}"
+        if key in seen:
+            return StepResult(call, ok=False, error="refused: exact repeat of an earlier call in this task; use its result")
+        seen.add(key)
+        try:
+            output = await self.registry.invoke(caller, call.tool, call.arguments)
+        except OpsAgentError as exc:
+            return StepResult(call, ok=False, error=exc.public_message)
+        spec = self.registry.get(call.tool)
+        summary = spec.summarize(output) if spec and spec.summarize else None
+        return StepResult(call, ok=True, output=output.model_dump(mode="json"), summary=summary)
+
+    def _is_consequential(self, tool: str) -> bool:
+        spec = self.registry.get(tool)
+        return spec is not None and any(self.gate.policy.rule(a).kind in CONSEQUENTIAL for a in spec.actions)
+
+
+def _overall(report: TaskReport) -> Literal["completed", "partial", "failed"]:
+    ok = sum(step.ok for step in report.steps)
+    if ok == len(report.steps) and not report.not_understood:
+        return "completed"
+    return "partial" if ok else "failed"

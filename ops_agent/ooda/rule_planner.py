@@ -1,0 +1,124 @@
+"""RulePlanner: the offline, deterministic planner used when no Anthropic key is set.
+
+It splits a task into clauses ("show metrics, then check the api"), matches each clause against the
+`Intent`s that tools declare in the registry (the longest match wins), and lets the intent turn the
+clause into arguments. A clause it cannot match, a negated clause ("don't deploy") and a clause that
+names something the tool cannot act on are reported back as not understood, never guessed at.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ops_agent.governance.gate import Caller
+from ops_agent.ooda.planner import Act, Decision, Finish, Observation, Spend, StepResult, ToolCall
+from ops_agent.registry import ToolRegistry, ToolSpec
+
+__all__ = ["Plan", "RulePlanner"]
+
+_SPLIT = re.compile(
+    r"\s*(?:[,;]|\.(?:\s+|$)|\b(?:and\s+then|and\s+also|then|also|as\s+well\s+as|plus|and)\b)\s*", re.I
+)
+_NEGATION = re.compile(r"\b(don'?t|do\s+not|never|no\s+need\s+to|without|skip|avoid|stop)\b", re.I)
+_FILLER = re.compile(r"^(please|pls|kindly|now|thanks|thank\s+you|ok|okay|for\s+me|quickly|asap)*$", re.I)
+_CONTINUATION_WORDS = 3  # a clause this short that matches nothing continues the one before it
+
+
+@dataclass
+class Plan:
+    calls: list[ToolCall] = field(default_factory=list)
+    not_understood: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _Clause:
+    text: str
+    calls: list[ToolCall] = field(default_factory=list)
+    problem: str | None = None
+
+
+class RulePlanner:
+    name = "rules"
+
+    def __init__(self, registry: ToolRegistry) -> None:
+        self.registry = registry
+
+    def session(self, task: str, priority: str, observation: Observation, caller: Caller) -> _RuleSession:
+        return _RuleSession(self.plan(task, observation.facts))
+
+    def plan(self, task: str, facts: Mapping[str, Any]) -> Plan:
+        specs = [spec for spec in self.registry.specs(planner=True) if spec.intents]
+        clauses: list[_Clause] = []
+        for raw in _SPLIT.split(task):
+            text = raw.strip(" \t\n.!?\"'")
+            if not text or _FILLER.match(text.replace(" ", "")):
+                continue
+            clause = self._read(text, specs, facts)
+            previous = clauses[-1] if clauses else None
+            if (
+                clause.problem == "no match"
+                and previous is not None
+                and previous.calls
+                and len(text.split()) <= _CONTINUATION_WORDS
+            ):
+                clauses[-1] = self._read(f"{previous.text} and {text}", specs, facts)
+                continue
+            clauses.append(clause)
+
+        plan = Plan()
+        seen: set[str] = set()
+        for clause in clauses:
+            if clause.problem == "no match":
+                plan.not_understood.append(f"{clause.text!r}: no available tool matches this")
+            elif clause.problem:
+                plan.not_understood.append(f"{clause.text!r}: {clause.problem}")
+            for call in clause.calls:
+                key = f"{call.tool}:{sorted(call.arguments.items())}"
+                if key not in seen:
+                    seen.add(key)
+                    plan.calls.append(call)
+        return plan
+
+    @staticmethod
+    def _read(text: str, specs: Sequence[ToolSpec], facts: Mapping[str, Any]) -> _Clause:
+        if _NEGATION.search(text):
+            return _Clause(text, problem="reads as a negation, so nothing was done for it")
+        best: tuple[int, ToolSpec, Any] | None = None
+        for spec in specs:
+            for intent in spec.intents:
+                for pattern in intent.patterns:
+                    if (match := re.search(pattern, text, re.I)) and (best is None or len(match[0]) > best[0]):
+                        best = (len(match[0]), spec, intent)
+        if best is None:
+            return _Clause(text, problem="no match")
+        _, spec, intent = best
+        arguments = intent.arguments(text, facts)
+        if isinstance(arguments, str):
+            return _Clause(text, problem=arguments)
+        return _Clause(text, calls=[ToolCall(spec.name, args) for args in arguments])
+
+
+class _RuleSession:
+    def __init__(self, plan: Plan) -> None:
+        self.plan = plan
+        self.spend = Spend()
+        self._asked = False
+
+    async def decide(self, results: Sequence[StepResult], *, last_step: bool) -> Decision:
+        if not self._asked and self.plan.calls and not last_step:
+            self._asked = True
+            return Act(list(self.plan.calls), self.plan.not_understood)
+        if not self._asked:
+            return Finish(
+                "I could not turn this task into any action I can take. "
+                + " ".join(self.plan.not_understood),
+                status="not_understood",
+                not_understood=self.plan.not_understood,
+            )
+        lines = [f"{r.call.tool}: {r.summary or 'done'}" if r.ok else f"{r.call.tool} failed: {r.error}" for r in results]
+        if self.plan.not_understood:
+            lines.append("Not acted on: " + " ".join(self.plan.not_understood))
+        return Finish("\n".join(lines), not_understood=self.plan.not_understood)

@@ -1,0 +1,78 @@
+"""Secret scrubbing for everything that leaves the process: log lines, audit records, error text, results.
+
+Two nets: the exact values of every configured secret, and the shapes secrets usually have (bearer tokens,
+API keys with well-known prefixes, passwords in URLs, `key=value` pairs whose key sounds secret).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterable
+from typing import Any
+
+__all__ = ["MASK", "Redactor", "RedactingFilter"]
+
+MASK = "[REDACTED]"
+
+_SECRET_KEY = re.compile(r"(pass(word|wd)?|secret|token(?!s)|api[_-]?key|authorization|credential|private[_-]?key)", re.I)
+_PATTERNS = [
+    re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]{8,}"),
+    re.compile(r"\bsk-ant-[A-Za-z0-9_-]{10,}"),
+    re.compile(r"\bxox[abposr]-[A-Za-z0-9-]{10,}"),
+    re.compile(r"https://hooks\.slack\.com/services/[A-Za-z0-9/_-]+"),
+    re.compile(r"\beyJ[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]+"),  # JWTs
+    re.compile(r"(?<=://)[^/\s:@]+:[^/\s@]+(?=@)"),  # user:password@ in URLs
+    re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?-----END [A-Z ]*PRIVATE KEY-----"),
+]
+# key=value / key: value where the key sounds secret; the key stays readable.
+_KEY_VALUE = re.compile(r"(?i)\b([A-Za-z_]*(?:password|passwd|secret|token(?!s)|api_?key)[A-Za-z_]*\s*[=:]\s*)[^\s,;&\"']+")
+
+
+class Redactor:
+    """Replaces known secret values and secret-shaped substrings with MASK."""
+
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        # Longest first so a secret that contains another is masked whole; very short values would mask noise.
+        self._secrets = sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True)
+
+    def text(self, value: str) -> str:
+        for secret in self._secrets:
+            if secret in value:
+                value = value.replace(secret, MASK)
+        for pattern in _PATTERNS:
+            value = pattern.sub(MASK, value)
+        return _KEY_VALUE.sub(lambda m: m.group(1) + MASK, value)
+
+    def value(self, value: Any) -> Any:
+        """Redact a JSON-like structure; values under secret-sounding keys are masked whole."""
+        if isinstance(value, str):
+            return self.text(value)
+        if isinstance(value, dict):
+            return {
+                key: (MASK if isinstance(key, str) and _SECRET_KEY.search(key) and item else self.value(item))
+                for key, item in value.items()
+            }
+        if isinstance(value, (list, tuple)):
+            return [self.value(item) for item in value]
+        return value
+
+
+class RedactingFilter(logging.Filter):
+    """A logging filter that scrubs the formatted message (args included) of every record."""
+
+    def __init__(self, redactor: Redactor) -> None:
+        super().__init__()
+        self.redactor = redactor
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        cleaned = self.redactor.text(message)
+        if record.exc_info and record.exc_info[1] is not None:
+            # Tracebacks are formatted later from exc_info; pre-format and scrub them here.
+            formatter = logging.Formatter()
+            cleaned += "\n" + self.redactor.text(formatter.formatException(record.exc_info))
+            record.exc_info = None
+            record.exc_text = None
+        record.msg, record.args = cleaned, None
+        return True

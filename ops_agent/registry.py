@@ -1,0 +1,204 @@
+"""The one tool registry: each operation is declared once, as a `ToolSpec`, and invoked only through the gate.
+
+The MCP tool list, the Anthropic `tools=[...]` list, the CLI's `ops-agent tools` and `ops-agent call`
+and the offline planner's vocabulary all come from here. `ToolRegistry.invoke` is the only way to run a
+handler: it validates the arguments into the tool's input model, then hands the call to the
+`GovernanceGate`, which checks, executes, records and audits it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+from mcp.types import ToolAnnotations
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from ops_agent.errors import InvalidArguments, ToolFailed, ToolTimeout, UnknownTool
+from ops_agent.governance.gate import Caller, GovernanceGate
+
+__all__ = ["Intent", "ToolContext", "ToolInput", "ToolRegistry", "ToolSpec", "format_validation_error"]
+
+I = TypeVar("I", bound=BaseModel)
+O = TypeVar("O", bound=BaseModel)
+ProgressCallback = Callable[[float, float | None, str | None], Awaitable[None]]
+_TOOL_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+
+
+class ToolInput(BaseModel):
+    """Base of every tool's input model: unknown fields are an error, not silently dropped."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+@dataclass(frozen=True)
+class Intent:
+    """How the offline planner recognises a request for a tool in plain language.
+
+    `patterns` are case-insensitive regexes; a clause of the task matching any of them selects the tool.
+    `arguments(clause, facts)` turns the clause into the arguments of one call or several; `facts` holds
+    what the planner knows (configured service names, ...). It returns a string instead when the clause
+    names something the tool cannot act on: the planner reports that reason rather than guessing.
+    """
+
+    patterns: tuple[str, ...]
+    arguments: Callable[[str, Mapping[str, Any]], list[dict[str, Any]] | str] = lambda clause, facts: [{}]
+
+
+@dataclass
+class ToolContext:
+    """What a handler may use besides its arguments: who called, a progress channel, a usage meter."""
+
+    caller: Caller
+    progress_callback: ProgressCallback | None = None
+    spent: list[int] = field(default_factory=lambda: [0, 0])
+
+    async def progress(self, done: float, total: float | None = None, message: str | None = None) -> None:
+        if self.progress_callback is not None:
+            await self.progress_callback(done, total, message)
+
+    def add_usage(self, tokens: int, usd_micros: int) -> None:
+        self.spent[0] += tokens
+        self.spent[1] += usd_micros
+
+
+@dataclass(frozen=True)
+class ToolSpec(Generic[I, O]):
+    name: str
+    description: str
+    input_model: type[I]
+    output_model: type[O]
+    handler: Callable[[I, ToolContext], Awaitable[O]]
+    # Every governance action the tool can perform, and which one these arguments perform.
+    actions: tuple[str, ...]
+    action: Callable[[I], str] | None = None
+    annotations: ToolAnnotations = field(default_factory=ToolAnnotations)
+    title: str | None = None
+    timeout_s: float = 30.0
+    planner_visible: bool = True
+    opens_task: bool = False  # the call is a task of its own: it gets a task id before the gate sees it
+    intents: tuple[Intent, ...] = ()
+    summarize: Callable[[O], str] | None = None  # one line for people: reports, the CLI
+
+    def action_for(self, arguments: I) -> str:
+        return self.action(arguments) if self.action else self.actions[0]
+
+    def input_schema(self) -> dict[str, Any]:
+        return self.input_model.model_json_schema(by_alias=True)
+
+    def output_schema(self) -> dict[str, Any]:
+        return self.output_model.model_json_schema(by_alias=True, mode="serialization")
+
+
+class ToolRegistry:
+    def __init__(self, gate: GovernanceGate) -> None:
+        self.gate = gate
+        self._specs: dict[str, ToolSpec] = {}
+
+    def register(self, spec: ToolSpec) -> ToolSpec:
+        """Add a tool. Raises ValueError on a duplicate name, an unknown action or annotations that
+        disagree with the policy table (the table alone decides permissions; hints must not mislead)."""
+        if not _TOOL_NAME.match(spec.name):
+            raise ValueError(f"tool name {spec.name!r} must match {_TOOL_NAME.pattern}")
+        if spec.name in self._specs:
+            raise ValueError(f"duplicate tool name {spec.name!r}")
+        if not spec.actions:
+            raise ValueError(f"tool {spec.name!r} declares no governance action")
+        kinds = {self.gate.policy.rule(action).kind for action in spec.actions}
+        read_only = kinds == {"read"}
+        destructive = bool(kinds & {"destructive", "delegate"})
+        hints = spec.annotations
+        if bool(hints.read_only_hint) != read_only:
+            raise ValueError(f"tool {spec.name!r}: read_only_hint must be {read_only} for actions {spec.actions}")
+        if not read_only and hints.destructive_hint is not destructive:
+            raise ValueError(f"tool {spec.name!r}: destructive_hint must be {destructive} for actions {spec.actions}")
+        self._specs[spec.name] = spec
+        return spec
+
+    def get(self, name: str) -> ToolSpec | None:
+        return self._specs.get(name)
+
+    def specs(self, *, planner: bool = False) -> list[ToolSpec]:
+        return [spec for spec in self._specs.values() if spec.planner_visible or not planner]
+
+    def anthropic_tools(self) -> list[dict[str, Any]]:
+        """The Messages API `tools` list for the planner."""
+        return [
+            {"name": spec.name, "description": spec.description, "input_schema": spec.input_schema()}
+            for spec in self.specs(planner=True)
+        ]
+
+    async def invoke(
+        self,
+        caller: Caller,
+        name: str,
+        arguments: Any,
+        *,
+        progress: ProgressCallback | None = None,
+    ) -> BaseModel:
+        """Validate, then run through the gate. Raises an OpsAgentError on every refusal or failure."""
+        spec = self._specs.get(name)
+        if spec is None:
+            error = UnknownTool(name, list(self._specs))
+            await self.gate.reject(caller, name, arguments, error.public_message)
+            raise error
+        try:
+            if not isinstance(arguments, dict):
+                raise InvalidArguments(name, [("(arguments)", "must be a JSON object")])
+            try:
+                args = spec.input_model.model_validate(arguments)
+            except ValidationError as exc:
+                raise InvalidArguments(name, format_validation_error(exc)) from None
+        except InvalidArguments as error:
+            error.public_message = self.gate.redactor.text(error.public_message)  # it may quote the input
+            await self.gate.reject(caller, name, arguments, error.public_message)
+            raise
+        if spec.opens_task and caller.task_id is None:
+            caller = caller.in_task(f"task-{uuid.uuid4().hex[:12]}")
+        action = spec.action_for(args)
+        if action not in spec.actions:
+            raise ToolFailed(f"{name} chose action {action!r}, which it does not declare")
+        context = ToolContext(caller, progress)
+
+        async def execute() -> BaseModel:
+            try:
+                async with asyncio.timeout(spec.timeout_s):
+                    result = await spec.handler(args, context)
+            except TimeoutError:
+                raise ToolTimeout(f"{name} did not finish within {spec.timeout_s:g} s") from None
+            return spec.output_model.model_validate(result)
+
+        return await self.gate.run(
+            caller,
+            name,
+            action,
+            args.model_dump(mode="json"),
+            execute,
+            usage=lambda: (context.spent[0], context.spent[1]),
+        )
+
+
+def format_validation_error(exc: ValidationError) -> list[tuple[str, str]]:
+    """pydantic errors as (field path, problem), in words a person or a model can act on."""
+    problems = []
+    for error in exc.errors(include_url=False):
+        path = ".".join(str(part) for part in error["loc"]) or "(arguments)"
+        if error["type"] == "missing":
+            message = "required field is missing"
+        elif error["type"] == "extra_forbidden":
+            message = "unknown field"
+        else:
+            message = error["msg"]
+            if error["type"] not in ("value_error", "assertion_error") and "input" in error:
+                message += f" (got {_short(error['input'])})"
+        problems.append((path, message))
+    return problems
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."

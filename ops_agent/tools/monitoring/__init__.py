@@ -1,0 +1,143 @@
+"""Monitoring: system metrics and service health, declared for the registry."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from mcp.types import ToolAnnotations
+from pydantic import Field
+
+from ops_agent.registry import Intent, ToolContext, ToolInput, ToolSpec
+from ops_agent.tools.monitoring.monitoring_tool import (
+    DiskUsage,
+    HealthReport,
+    MonitoringTool,
+    ServiceHealth,
+    SystemMetrics,
+)
+
+__all__ = ["DiskUsage", "HealthReport", "MonitoringTool", "ServiceHealth", "SystemMetrics", "monitoring_specs"]
+
+
+class GetSystemMetricsInput(ToolInput):
+    pass
+
+
+class CheckServiceHealthInput(ToolInput):
+    service: str | None = Field(
+        None,
+        min_length=1,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
+        description="Name of a service from the config's `services:`; omit to check every configured service.",
+    )
+
+
+# A service named before "service/api/app" or after "is the", e.g. "health of the billing service".
+_NAMED_SERVICE = re.compile(
+    r"\b(?:of|for|on|check|is|ping)\s+(?:the\s+)?([a-z0-9][\w.-]*)\s+(?:service|api|app|endpoint|server)\b"
+    r"|\bis\s+(?:the\s+)?([a-z0-9][\w.-]*)\s+(?:up|down|healthy|alive|reachable|responding)\b",
+    re.I,
+)
+_ALL_SERVICES = re.compile(r"\b(all|every|each|configured|our|the)\s+(services|apis|apps|endpoints)\b", re.I)
+_NOT_NAMES = {"the", "a", "an", "all", "every", "each", "our", "my", "this", "that", "configured", "it"}
+
+
+def _health_arguments(clause: str, facts: Mapping[str, Any]) -> list[dict[str, Any]] | str:
+    services: list[str] = list(facts.get("services", ()))
+    named = [name for name in services if re.search(rf"(?<![\w.-]){re.escape(name)}(?![\w.-])", clause, re.I)]
+    if named:
+        return [{"service": name} for name in named]
+    if _ALL_SERVICES.search(clause):
+        return [{}]
+    match = _NAMED_SERVICE.search(clause)
+    candidate = next((group for group in (match.groups() if match else ()) if group), None)
+    if candidate and candidate.lower() not in _NOT_NAMES:
+        known = ", ".join(services) or "none are configured"
+        return f"no configured service is called {candidate!r} (configured services: {known})"
+    return [{}]
+
+
+def _metrics_line(m: SystemMetrics) -> str:
+    disk = m.disks[0].percent if m.disks else 0.0
+    return (
+        f"CPU {m.cpu_percent:.1f}% of {m.cpu_count} cores, load {m.load_average[0]:.2f}, "
+        f"memory {m.memory_percent:.1f}%, swap {m.swap_percent:.1f}%, disk / {disk:.1f}%, "
+        f"{m.process_count} processes"
+    )
+
+
+def _health_line(report: HealthReport) -> str:
+    if not report.services:
+        return report.note or "no services checked"
+    parts = [
+        f"{s.name} {s.status}" + (f" ({s.latency_ms:.0f} ms)" if s.status == "up" else f" ({s.error})")
+        for s in report.services
+    ]
+    return f"{report.healthy}/{len(report.services)} services up: " + ", ".join(parts)
+
+
+def monitoring_specs(tool: MonitoringTool) -> list[ToolSpec]:
+    async def get_system_metrics(args: GetSystemMetricsInput, ctx: ToolContext) -> SystemMetrics:
+        return await tool.get_system_metrics()
+
+    async def check_service_health(args: CheckServiceHealthInput, ctx: ToolContext) -> HealthReport:
+        return await tool.check_service_health(args.service)
+
+    return [
+        ToolSpec(
+            name="get_system_metrics",
+            title="System metrics",
+            description=(
+                "CPU, load average, memory, swap, disk usage, process count and uptime of the host "
+                "ops-agent runs on. Answers at once; the CPU figure covers the window since the last reading."
+            ),
+            input_model=GetSystemMetricsInput,
+            output_model=SystemMetrics,
+            handler=get_system_metrics,
+            actions=("read",),
+            annotations=ToolAnnotations(read_only_hint=True, idempotent_hint=True, open_world_hint=False),
+            timeout_s=10,
+            summarize=_metrics_line,
+            intents=(
+                Intent(
+                    patterns=(
+                        r"\b(system|host|server|machine|node|box)\s+(metrics|stats|statistics|resources|usage|load|health)\b",
+                        r"\b(cpu|memory|ram|swap|disk\s+(usage|space)|load\s+average|uptime)\b",
+                        r"\bmetrics\b",
+                        r"\bhow\s+(is|'s)\s+the\s+(server|host|machine|box|system)\b",
+                        r"\b(resource|resources)\s+(usage|utili[sz]ation)\b",
+                    ),
+                ),
+            ),
+        ),
+        ToolSpec(
+            name="check_service_health",
+            title="Service health",
+            description=(
+                "Probe configured services over HTTP: up or down, HTTP status, latency. Give `service` to "
+                "check one; omit it to check all at once."
+            ),
+            input_model=CheckServiceHealthInput,
+            output_model=HealthReport,
+            handler=check_service_health,
+            actions=("health_check",),
+            annotations=ToolAnnotations(read_only_hint=True, idempotent_hint=True, open_world_hint=True),
+            timeout_s=130,
+            summarize=_health_line,
+            intents=(
+                Intent(
+                    patterns=(
+                        r"\bhealth\b",
+                        r"\bhealthy\b",
+                        r"\b(is|are)\b.*\b(up|down|alive|reachable|responding|available)\b",
+                        r"\b(check|ping|probe)\b.*\b(services?|apis?|endpoints?|apps?|sites?)\b",
+                        r"\b(status|availability)\s+of\s+(the\s+)?(services?|apis?|endpoints?)\b",
+                    ),
+                    arguments=_health_arguments,
+                ),
+            ),
+        ),
+    ]

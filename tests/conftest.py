@@ -1,0 +1,39 @@
+"""Shared fixtures. Everything runs for real: SQLite files in tmp_path, HTTP servers on loopback sockets."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from ops_agent.config import Settings, load_settings
+from ops_agent.governance import Caller
+from ops_agent.services import Services, open_services
+
+
+def make_settings(tmp_path: Path, **environ: str) -> Settings:
+    """Settings on embedded defaults with the database in tmp_path; `environ` as environment variables."""
+    return load_settings(environ={"OPS_AGENT_DB": str(tmp_path / "ops-agent.db"), **environ})
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return make_settings(tmp_path)
+
+
+@pytest.fixture
+async def services(settings: Settings) -> AsyncIterator[Services]:
+    async with open_services(settings) as opened:
+        yield opened
+
+
+@pytest.fixture
+def caller(settings: Settings) -> Caller:
+    return Caller(settings.governance.agent_name, via="test")
+
+
+@pytest.fixture(autouse=True)
+def _info_logs(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
