@@ -39,12 +39,17 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of 
 QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="Log warnings and errors only.")]
 
 
+def _fail(message: str, code: int) -> typer.Exit:
+    """Print an error on one unwrapped line (so it can be grepped) and return the exit to raise."""
+    err.print(f"[red]error:[/red] {message}", highlight=False, markup=True, soft_wrap=True)
+    return typer.Exit(code)
+
+
 def _settings(config: Path | None, quiet: bool = False) -> Settings:
     try:
         settings = load_settings(config)
     except ConfigError as exc:
-        err.print(f"[red]error:[/red] {exc.public_message}", highlight=False)
-        raise typer.Exit(2) from None
+        raise _fail(exc.public_message, 2) from None
     if quiet:
         settings = settings.model_copy(update={"log_level": "WARNING"})
     configure_logging(settings)
@@ -59,8 +64,7 @@ def _with_services(settings: Settings, work: Callable[[Services], Awaitable[T]])
     try:
         return asyncio.run(run())
     except OpsAgentError as exc:
-        err.print(f"[red]error:[/red] {exc.public_message}", highlight=False, markup=True)
-        raise typer.Exit(1) from None
+        raise _fail(exc.public_message, 1) from None
 
 
 def _caller(services: Services) -> Caller:
@@ -158,8 +162,7 @@ def serve(
     from mcp_server import serve_http, serve_stdio
 
     if transport not in ("stdio", "http"):
-        err.print(f"[red]error:[/red] --transport: expected stdio or http, got {transport!r}")
-        raise typer.Exit(2)
+        raise _fail(f"--transport: expected stdio or http, got {transport!r}", 2)
     settings = _settings(config)
     overrides = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
     if overrides:
@@ -167,8 +170,7 @@ def serve(
     try:
         _with_services(settings, serve_stdio if transport == "stdio" else serve_http)
     except ConfigError as exc:
-        err.print(f"[red]error:[/red] {exc.public_message}", highlight=False)
-        raise typer.Exit(2) from None
+        raise _fail(exc.public_message, 2) from None
 
 
 @app.command()
@@ -219,8 +221,7 @@ def call(
     try:
         payload = _parse_arguments(arguments or [], args_json)
     except ValueError as exc:
-        err.print(f"[red]error:[/red] {exc}", highlight=False)
-        raise typer.Exit(2) from None
+        raise _fail(exc, 2) from None
 
     async def work(services: Services) -> dict:
         result = await services.registry.invoke(_caller(services), tool, payload)

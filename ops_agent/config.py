@@ -39,6 +39,11 @@ class StorageSettings(_Section):
         description="SQLite database file for governance, audit and domain state.",
     )
 
+    @field_validator("path")
+    @classmethod
+    def _expand_home(cls, path: Path) -> Path:
+        return path.expanduser()
+
 
 class BudgetSettings(_Section):
     hourly_tokens: int = Field(200_000, ge=0, description="LLM tokens an agent may spend per rolling hour.")

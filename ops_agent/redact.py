@@ -26,7 +26,9 @@ _PATTERNS = [
     re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?-----END [A-Z ]*PRIVATE KEY-----"),
 ]
 # key=value / key: value where the key sounds secret; the key stays readable.
-_KEY_VALUE = re.compile(r"(?i)\b([A-Za-z_]*(?:password|passwd|secret|token(?!s)|api_?key)[A-Za-z_]*\s*[=:]\s*)[^\s,;&\"']+")
+_KEY_VALUE = re.compile(
+    r"(?i)\b([A-Za-z_]*(?:password|passwd|secret|token(?!s)|api_?key)[A-Za-z_]*\s*[=:]\s*[\"']?)[^\s,;&\"']+"
+)
 
 
 class Redactor:

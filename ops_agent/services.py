@@ -12,8 +12,8 @@ import sys
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import anthropic
 import httpx2
 
 from ops_agent.config import Settings
@@ -28,11 +28,14 @@ from ops_agent.governance import (
     SqliteReputationStore,
 )
 from ops_agent.governance.audit import AuditLog
-from ops_agent.ooda import ClaudePlanner, Planner, RulePlanner, TaskLoop, execute_task_spec
+from ops_agent.ooda import Planner, RulePlanner, TaskLoop, execute_task_spec
 from ops_agent.redact import RedactingFilter, Redactor
 from ops_agent.registry import ToolRegistry
 from ops_agent.stores.sqlite import SqliteDatabase
 from ops_agent.tools.monitoring import MonitoringTool, monitoring_specs
+
+if TYPE_CHECKING:
+    import anthropic
 
 __all__ = ["Services", "configure_logging", "open_services"]
 
@@ -56,10 +59,22 @@ class Services:
         return Caller(self.settings.governance.agent_name, via="api")
 
 
-def configure_logging(settings: Settings, stream=None) -> Redactor:
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever sys.stderr is at the time (test runners and daemons swap it)."""
+
+    @property
+    def stream(self):  # type: ignore[override]
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
+def configure_logging(settings: Settings) -> Redactor:
     """Log lines to stderr in the seed's `LEVEL:name:message` shape, scrubbed of secrets."""
     redactor = Redactor(settings.secret_values())
-    handler = logging.StreamHandler(stream or sys.stderr)
+    handler = _StderrHandler()
     handler.setFormatter(logging.Formatter("%(levelname)s:%(name)s:%(message)s"))
     handler.addFilter(RedactingFilter(redactor))
     root = logging.getLogger()
@@ -144,6 +159,10 @@ def _planner(
     llm = settings.llm
     if client is None and llm.api_key is None:
         return RulePlanner(registry)
+    import anthropic
+
+    from ops_agent.ooda.claude_planner import ClaudePlanner
+
     if client is None:
         client = anthropic.AsyncAnthropic(
             api_key=llm.api_key.get_secret_value(),

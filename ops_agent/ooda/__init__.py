@@ -1,4 +1,8 @@
-"""The OODA loop, its planners, and `execute_task` as a registry tool."""
+"""The OODA loop, its planners, and `execute_task` as a registry tool.
+
+`ClaudePlanner` lives in `ops_agent.ooda.claude_planner` and is imported only when a key is configured,
+so the offline path never pays for loading the Anthropic SDK.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,6 @@ from typing import Literal
 from mcp.types import ToolAnnotations
 from pydantic import Field
 
-from ops_agent.ooda.claude_planner import ClaudePlanner
 from ops_agent.ooda.loop import Step, TaskLoop, TaskReport
 from ops_agent.ooda.planner import Act, Decision, Finish, Observation, Planner, PlannerSession, StepResult, ToolCall
 from ops_agent.ooda.rule_planner import Plan, RulePlanner
@@ -15,7 +18,6 @@ from ops_agent.registry import ToolContext, ToolInput, ToolSpec
 
 __all__ = [
     "Act",
-    "ClaudePlanner",
     "Decision",
     "ExecuteTaskInput",
     "Finish",

@@ -20,7 +20,7 @@ from ops_agent.registry import ToolRegistry, ToolSpec
 __all__ = ["Plan", "RulePlanner"]
 
 _SPLIT = re.compile(
-    r"\s*(?:[,;]|\.(?:\s+|$)|\b(?:and\s+then|and\s+also|then|also|as\s+well\s+as|plus|and)\b)\s*", re.I
+    r"\s*(?:[,;]|\.(?:\s+|$)|\b(?:and\s+then|and\s+also|then|also|as\s+well\s+as|plus|but|and)\b)\s*", re.I
 )
 _NEGATION = re.compile(r"\b(don'?t|do\s+not|never|no\s+need\s+to|without|skip|avoid|stop)\b", re.I)
 _FILLER = re.compile(r"^(please|pls|kindly|now|thanks|thank\s+you|ok|okay|for\s+me|quickly|asap)*$", re.I)

@@ -1,0 +1,597 @@
+"""What the governance gate costs an MCP tool call: governed ops-agent server vs a bare MCPServer.
+
+Goal (from the issue): p50/p99 round trip of a governed tool call vs a bare `MCPServer` no-op tool, in
+the same run, over stdio and over streamable HTTP, and the ratio; then the seed's load test (100
+concurrent clients over HTTP): throughput and p99 for both servers.
+Goals: governed <= 1.2x bare at p50; under 100 concurrent clients, governed throughput >= 0.8x bare,
+with no errors.
+
+Both servers are subprocesses of this script (`--serve bare|governed`):
+  bare      MCPServer("bare") with one async no-op tool `noop() -> dict`.
+  governed  ops-agent's own server (`build_server` / `build_http_app` over `open_services`, a temp SQLite
+            store) with one extra registry tool `noop` (action "read"), so every call passes the whole gate:
+            registry validation, budget, permission, audit. `get_system_metrics`, a real governed tool, is
+            measured beside it for information.
+HTTP is uvicorn on 127.0.0.1, stateless streamable HTTP with the same app settings for both servers.
+Sequential latencies are taken in alternating blocks (order flipped every block) so that noise on this
+shared machine hits both servers alike. The script prints figures; it asserts nothing.
+
+    python benchmarks/mcp_overhead.py            # full run (500 calls per series, 100 clients x 20 calls)
+    python benchmarks/mcp_overhead.py --quick    # smoke run, well under a minute
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import math
+import os
+import platform
+import shutil
+import socket
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+SCRIPT = Path(__file__).resolve()
+HOST = "127.0.0.1"
+NOOP = "noop"
+METRICS = "get_system_metrics"
+STARTUP_TIMEOUT_S = 60.0
+CALL_TIMEOUT_S = 30.0
+
+
+# ------------------------------------------------------------------------------------------------------
+# Server side: `--serve bare|governed --transport stdio|http`
+# ------------------------------------------------------------------------------------------------------
+
+
+def _bare_server():
+    from mcp.server.mcpserver import MCPServer
+
+    server = MCPServer("bare", log_level="WARNING")
+
+    @server.tool()
+    async def noop() -> dict:
+        """Do nothing."""
+        return {"ok": True}
+
+    return server
+
+
+def _noop_spec():
+    from mcp.types import ToolAnnotations
+    from pydantic import BaseModel
+
+    from ops_agent.registry import ToolContext, ToolInput, ToolSpec
+
+    class NoopInput(ToolInput):
+        pass
+
+    class NoopOutput(BaseModel):
+        ok: bool
+
+    async def handler(arguments: NoopInput, context: ToolContext) -> NoopOutput:
+        return NoopOutput(ok=True)
+
+    return ToolSpec(
+        name=NOOP,
+        description="Do nothing (benchmark).",
+        input_model=NoopInput,
+        output_model=NoopOutput,
+        handler=handler,
+        actions=("read",),
+        annotations=ToolAnnotations(read_only_hint=True),
+        planner_visible=False,
+    )
+
+
+async def _serve_uvicorn(app: Any, port: int) -> None:
+    """Serve `app` like mcp_server.serve.serve_http does, on a socket bound here, and say READY <port>."""
+    import uvicorn
+
+    # proto must be IPPROTO_TCP: asyncio sets TCP_NODELAY on accepted sockets only then, as it does when
+    # uvicorn binds host/port itself (serve_http); with proto 0 every keep-alive response stalls ~40 ms
+    # (Nagle vs delayed ACK on the final chunk).
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((HOST, port))
+    sock.listen(2048)
+    config = uvicorn.Config(app, log_level="warning", lifespan="on", timeout_graceful_shutdown=3)
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    while not server.started and not task.done() and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+    if server.started:
+        print(f"READY {sock.getsockname()[1]}", flush=True)
+    await task
+
+
+async def _serve(kind: str, transport: str, port: int, db: str | None) -> None:
+    if kind == "bare":
+        server = _bare_server()
+        if transport == "stdio":
+            await server.run_stdio_async()
+        else:
+            await _serve_uvicorn(server.streamable_http_app(stateless_http=True), port)
+        return
+
+    from mcp_server.server import build_http_app, build_server
+    from ops_agent.config import load_settings
+    from ops_agent.services import configure_logging, open_services
+
+    if not db:
+        raise SystemExit("--serve governed needs --db PATH")
+    settings = load_settings(environ={"OPS_AGENT_DB": db, "OPS_AGENT_LOG_LEVEL": "WARNING"})
+    configure_logging(settings)
+    async with open_services(settings) as services:
+        services.registry.register(_noop_spec())
+        if transport == "stdio":
+            await build_server(services, via="mcp-stdio").run_stdio_async()
+        else:
+            await _serve_uvicorn(build_http_app(services), port)
+
+
+# ------------------------------------------------------------------------------------------------------
+# Client side: measurements
+# ------------------------------------------------------------------------------------------------------
+
+
+def percentile(values: Sequence[float], p: float) -> float:
+    """Nearest-rank percentile."""
+    ordered = sorted(values)
+    if not ordered:
+        return math.nan
+    return ordered[max(0, min(len(ordered) - 1, math.ceil(p / 100 * len(ordered)) - 1))]
+
+
+@dataclass
+class Series:
+    transport: str
+    server: str  # bare | governed
+    tool: str
+    latencies: list[float] = field(default_factory=list)
+    errors: int = 0
+    server_cpu_s: float = 0.0
+
+    @property
+    def label(self) -> str:
+        return f"{self.server} {self.tool}"
+
+    def p(self, q: float) -> float:
+        return percentile(self.latencies, q) * 1000
+
+    @property
+    def mean_ms(self) -> float:
+        return statistics.fmean(self.latencies) * 1000 if self.latencies else math.nan
+
+
+@dataclass
+class LoadRun:
+    server: str
+    round: int
+    clients: int
+    calls_each: int
+    ok: int = 0
+    errors: int = 0
+    error_kinds: dict[str, int] = field(default_factory=dict)
+    connect_failures: int = 0
+    wall_s: float = 0.0
+    latencies: list[float] = field(default_factory=list)
+    server_cpu_s: float = 0.0
+    client_cpu_s: float = 0.0
+
+    @property
+    def throughput(self) -> float:
+        return self.ok / self.wall_s if self.wall_s > 0 else 0.0
+
+    def p(self, q: float) -> float:
+        return percentile(self.latencies, q) * 1000
+
+
+class ServerProcess:
+    """An HTTP server subprocess of this script; always terminated by `stop()`."""
+
+    def __init__(self, kind: str, db: Path | None, workdir: Path) -> None:
+        self.kind = kind
+        self.db = db
+        self.log_path = workdir / f"{kind}-http.log"
+        self.proc: asyncio.subprocess.Process | None = None
+        self.port: int | None = None
+        self._log: TextIO | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{HOST}:{self.port}/mcp"
+
+    async def start(self) -> None:
+        self._log = open(self.log_path, "w")  # noqa: SIM115 - closed in stop()
+        args = [str(SCRIPT), "--serve", self.kind, "--transport", "http", "--port", "0"]
+        if self.db is not None:
+            args += ["--db", str(self.db)]
+        self.proc = await asyncio.create_subprocess_exec(
+            sys.executable, *args, stdout=asyncio.subprocess.PIPE, stderr=self._log, cwd=ROOT, env=_child_env()
+        )
+        try:
+            async with asyncio.timeout(STARTUP_TIMEOUT_S):
+                while True:
+                    line = await self.proc.stdout.readline()
+                    if not line:
+                        raise RuntimeError(f"{self.kind} HTTP server exited during startup:\n{self.log_tail()}")
+                    if line.startswith(b"READY "):
+                        self.port = int(line.split()[1])
+                        break
+        except TimeoutError:
+            raise RuntimeError(f"{self.kind} HTTP server not ready in {STARTUP_TIMEOUT_S:g} s:\n{self.log_tail()}") from None
+
+    def cpu_s(self) -> float:
+        return _cpu_s(self.proc.pid) if self.proc else 0.0
+
+    def log_tail(self, lines: int = 20) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    async def stop(self) -> None:
+        proc, self.proc = self.proc, None
+        if proc is not None and proc.returncode is None:
+            proc.terminate()
+            try:
+                await asyncio.wait_for(proc.wait(), 10)
+            except TimeoutError:
+                proc.kill()
+                await asyncio.wait_for(proc.wait(), 10)
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+
+def _child_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    env.pop("OPS_AGENT_CONFIG", None)
+    return env
+
+
+def _cpu_s(pid: int) -> float:
+    import psutil
+
+    try:
+        times = psutil.Process(pid).cpu_times()
+    except psutil.Error:
+        return 0.0
+    return times.user + times.system
+
+
+def _stdio_server_pid(kind: str) -> int | None:
+    """The pid of the stdio server child that `stdio_client` spawned for `kind`."""
+    import psutil
+
+    for child in psutil.Process().children(recursive=True):
+        try:
+            cmdline = child.cmdline()
+        except psutil.Error:
+            continue
+        if str(SCRIPT) in cmdline and "--serve" in cmdline and kind in cmdline and "stdio" in cmdline:
+            return child.pid
+    return None
+
+
+async def _open_stdio_client(stack: AsyncExitStack, kind: str, db: Path | None, errlog: TextIO):
+    from mcp import Client, StdioServerParameters
+    from mcp.client.stdio import stdio_client
+
+    args = [str(SCRIPT), "--serve", kind, "--transport", "stdio"]
+    if db is not None:
+        args += ["--db", str(db)]
+    params = StdioServerParameters(command=sys.executable, args=args, env=_child_env(), cwd=str(ROOT))
+    async with asyncio.timeout(STARTUP_TIMEOUT_S):
+        return await stack.enter_async_context(
+            Client(stdio_client(params, errlog=errlog), read_timeout_seconds=CALL_TIMEOUT_S)
+        )
+
+
+async def _open_http_client(stack: AsyncExitStack, url: str):
+    from mcp import Client
+
+    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    while True:  # bounded by the deadline
+        try:
+            async with asyncio.timeout(10):
+                client = await stack.enter_async_context(Client(url, read_timeout_seconds=CALL_TIMEOUT_S))
+            return client
+        except Exception:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.2)
+
+
+async def _call(client: Any, tool: str) -> bool:
+    result = await client.call_tool(tool, {})
+    return not result.is_error
+
+
+async def sequential(
+    transport: str, clients: dict[str, Any], pids: dict[str, int | None], calls: int, warmup: int, blocks: int
+) -> list[Series]:
+    """Alternating blocks: bare noop, governed noop, governed get_system_metrics; order flips each block."""
+    series = [Series(transport, "bare", NOOP), Series(transport, "governed", NOOP), Series(transport, "governed", METRICS)]
+    for s in series:  # warm up: imports, caches, tool listing, JIT-less but allocator-warm
+        client = clients[s.server]
+        for _ in range(warmup):
+            await _call(client, s.tool)
+    per_block = [calls // blocks + (1 if i < calls % blocks else 0) for i in range(blocks)]
+    for i, n in enumerate(per_block):
+        order = series if i % 2 == 0 else series[::-1]
+        for s in order:
+            client, pid = clients[s.server], pids.get(s.server)
+            cpu0 = _cpu_s(pid) if pid else 0.0
+            for _ in range(n):
+                started = time.perf_counter()
+                try:
+                    ok = await _call(client, s.tool)
+                except Exception:
+                    ok = False
+                s.latencies.append(time.perf_counter() - started)
+                s.errors += not ok
+            s.server_cpu_s += (_cpu_s(pid) - cpu0) if pid else 0.0
+    return series
+
+
+async def run_stdio(args: argparse.Namespace, workdir: Path) -> list[Series]:
+    errlog_path = workdir / "stdio-servers.log"
+    with open(errlog_path, "w") as errlog:
+        try:
+            async with AsyncExitStack() as stack:
+                bare = await _open_stdio_client(stack, "bare", None, errlog)
+                governed = await _open_stdio_client(stack, "governed", workdir / "stdio.db", errlog)
+                pids = {"bare": _stdio_server_pid("bare"), "governed": _stdio_server_pid("governed")}
+                clients = {"bare": bare, "governed": governed}
+                return await sequential("stdio", clients, pids, args.calls, args.warmup, args.blocks)
+        except BaseException:
+            errlog.flush()
+            print(f"stdio server log ({errlog_path}):\n{errlog_path.read_text(errors='replace')[-3000:]}", file=sys.stderr)
+            raise
+
+
+async def load_round(server: ServerProcess, round_no: int, clients: int, calls_each: int) -> LoadRun:
+    """`clients` concurrent sessions; each connects and warms up (1 call), then all start together."""
+    from mcp import Client
+
+    run = LoadRun(server.kind, round_no, clients, calls_each)
+    all_connected = asyncio.Event()
+    go = asyncio.Event()
+    waiting = clients
+    finished: list[float] = []
+
+    def arrived() -> None:
+        nonlocal waiting
+        waiting -= 1
+        if waiting == 0:
+            all_connected.set()
+
+    def fail(exc: BaseException | str) -> None:
+        kind = exc if isinstance(exc, str) else type(exc).__name__
+        run.error_kinds[kind] = run.error_kinds.get(kind, 0) + 1
+
+    async def worker() -> None:
+        signalled = False
+        try:
+            async with Client(server.url, read_timeout_seconds=CALL_TIMEOUT_S) as client:
+                await _call(client, NOOP)
+                arrived()
+                signalled = True
+                await go.wait()
+                for _ in range(calls_each):
+                    started = time.perf_counter()
+                    try:
+                        ok = await _call(client, NOOP)
+                    except Exception as exc:  # counted, not raised: the load test reports errors
+                        ok = False
+                        fail(exc)
+                    else:
+                        if not ok:
+                            fail("is_error result")
+                    run.latencies.append(time.perf_counter() - started)
+                    run.ok += ok
+                    run.errors += not ok
+                finished.append(time.perf_counter())
+        except Exception as exc:
+            if not signalled:
+                run.connect_failures += 1
+                run.errors += calls_each
+                fail(exc)
+                arrived()
+            else:
+                fail(exc)  # failure while closing the session: calls were counted already
+
+    budget_s = 60 + clients * calls_each * 0.5
+    tasks = [asyncio.create_task(worker()) for _ in range(clients)]
+    cpu0, client_cpu0, started = server.cpu_s(), time.process_time(), time.perf_counter()
+    try:
+        async with asyncio.timeout(budget_s):
+            await all_connected.wait()
+            cpu0, client_cpu0 = server.cpu_s(), time.process_time()
+            started = time.perf_counter()
+            go.set()
+            await asyncio.gather(*tasks)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    run.wall_s = (max(finished) if finished else time.perf_counter()) - started
+    run.server_cpu_s = server.cpu_s() - cpu0
+    run.client_cpu_s = time.process_time() - client_cpu0
+    return run
+
+
+async def run_http(args: argparse.Namespace, workdir: Path) -> tuple[list[Series], list[LoadRun]]:
+    servers = {"bare": ServerProcess("bare", None, workdir), "governed": ServerProcess("governed", workdir / "http.db", workdir)}
+    try:
+        await asyncio.gather(*(s.start() for s in servers.values()))
+        async with AsyncExitStack() as stack:
+            clients = {kind: await _open_http_client(stack, s.url) for kind, s in servers.items()}
+            pids = {kind: s.proc.pid for kind, s in servers.items()}
+            series = await sequential("http", clients, pids, args.calls, args.warmup, args.blocks)
+        loads: list[LoadRun] = []
+        if args.clients > 0:
+            for round_no in range(1, args.rounds + 1):
+                order = ("bare", "governed") if round_no % 2 else ("governed", "bare")
+                for kind in order:
+                    loads.append(await load_round(servers[kind], round_no, args.clients, args.calls_per_client))
+        return series, loads
+    except BaseException:
+        for s in servers.values():
+            if tail := s.log_tail():
+                print(f"--- {s.kind} HTTP server log tail ---\n{tail}", file=sys.stderr)
+        raise
+    finally:
+        await asyncio.gather(*(s.stop() for s in servers.values()), return_exceptions=True)
+
+
+# ------------------------------------------------------------------------------------------------------
+# Report
+# ------------------------------------------------------------------------------------------------------
+
+
+def _ratio(a: float, b: float) -> float:
+    return a / b if b else math.nan
+
+
+def report(args: argparse.Namespace, series: list[Series], loads: list[LoadRun], elapsed_s: float) -> None:
+    from importlib.metadata import version
+
+    print()
+    print("MCP overhead: governed ops-agent tool call vs bare MCPServer no-op")
+    print(
+        f"python {platform.python_version()}, mcp {version('mcp')}, {os.cpu_count()} CPUs, "
+        f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}, run took {elapsed_s:.1f} s"
+        + (" [--quick]" if args.quick else "")
+    )
+    print(
+        f"sequential: {args.calls} calls per series after {args.warmup} warm-up calls, "
+        f"{args.blocks} alternating blocks, one client per server"
+    )
+    print()
+    header = f"{'transport':<9} {'server / tool':<28} {'p50 ms':>8} {'p99 ms':>8} {'mean ms':>8} {'x bare p50':>10} {'x bare p99':>10} {'srv CPU us/call':>15} {'errors':>6}"
+    print(header)
+    print("-" * len(header))
+    goals: list[tuple[str, bool]] = []
+    for transport in ("stdio", "http"):
+        rows = [s for s in series if s.transport == transport]
+        if not rows:
+            continue
+        bare = next(s for s in rows if s.server == "bare")
+        for s in rows:
+            cpu = s.server_cpu_s / len(s.latencies) * 1e6 if s.latencies and s.server_cpu_s else math.nan
+            r50 = "" if s is bare else f"{_ratio(s.p(50), bare.p(50)):.2f}x"
+            r99 = "" if s is bare else f"{_ratio(s.p(99), bare.p(99)):.2f}x"
+            print(
+                f"{transport:<9} {s.label:<28} {s.p(50):>8.3f} {s.p(99):>8.3f} {s.mean_ms:>8.3f} {r50:>10} {r99:>10} "
+                f"{cpu:>15.0f} {s.errors:>6}"
+            )
+        governed = next(s for s in rows if s.server == "governed" and s.tool == NOOP)
+        ratio = _ratio(governed.p(50), bare.p(50))
+        goals.append(
+            (f"{transport}: governed noop p50 <= 1.2x bare p50 (is {ratio:.2f}x)", ratio <= 1.2 and not governed.errors)
+        )
+    if loads:
+        print()
+        print(
+            f"load test over HTTP: {args.clients} concurrent clients (own session each) x {args.calls_per_client} "
+            f"calls of noop, {args.rounds} round(s) per server, alternating; best round per server in the summary"
+        )
+        header = f"{'server':<9} {'round':>5} {'calls/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'wall s':>7} {'ok':>6} {'errors':>6} {'srv CPU us/call':>15} {'client CPU %':>12}"
+        print(header)
+        print("-" * len(header))
+        for run in loads:
+            cpu = run.server_cpu_s / run.ok * 1e6 if run.ok else math.nan
+            client_cpu = 100 * run.client_cpu_s / run.wall_s if run.wall_s else math.nan
+            print(
+                f"{run.server:<9} {run.round:>5} {run.throughput:>9.1f} {run.p(50):>8.2f} {run.p(99):>8.2f} {run.wall_s:>7.2f} "
+                f"{run.ok:>6} {run.errors:>6} {cpu:>15.0f} {client_cpu:>12.0f}"
+                + (f"  {run.error_kinds}" if run.error_kinds else "")
+            )
+        best = {kind: max((r for r in loads if r.server == kind), key=lambda r: r.throughput) for kind in ("bare", "governed")}
+        errors = {kind: sum(r.errors for r in loads if r.server == kind) for kind in ("bare", "governed")}
+        ratio = _ratio(best["governed"].throughput, best["bare"].throughput)
+        print()
+        print(
+            f"summary: bare {best['bare'].throughput:.1f} calls/s p99 {best['bare'].p(99):.2f} ms; "
+            f"governed {best['governed'].throughput:.1f} calls/s p99 {best['governed'].p(99):.2f} ms; "
+            f"throughput governed/bare {ratio:.2f}x, p99 governed/bare {_ratio(best['governed'].p(99), best['bare'].p(99)):.2f}x; "
+            f"errors bare {errors['bare']}, governed {errors['governed']}"
+        )
+        goals.append((f"load ({args.clients} clients): governed throughput >= 0.8x bare (is {ratio:.2f}x)", ratio >= 0.8))
+        goals.append((f"load ({args.clients} clients): no errors (governed {errors['governed']}, bare {errors['bare']})", not any(errors.values())))
+    metrics = [s for s in series if s.tool == METRICS]
+    print()
+    print("goals:")
+    for text, met in goals:
+        print(f"  [{'met' if met else 'NOT MET'}] {text}")
+    for s in metrics:
+        print(f"  [info] {s.transport}: get_system_metrics p99 {s.p(99):.1f} ms (seed: < 100 ms for monitoring)")
+
+
+# ------------------------------------------------------------------------------------------------------
+
+
+async def bench(args: argparse.Namespace) -> None:
+    started = time.perf_counter()
+    workdir = Path(tempfile.mkdtemp(prefix="mcp-overhead-"))
+    series: list[Series] = []
+    loads: list[LoadRun] = []
+    try:
+        if "stdio" in args.transports:
+            print("stdio: measuring ...", file=sys.stderr, flush=True)
+            series += await run_stdio(args, workdir)
+        if "http" in args.transports:
+            print("http: measuring (sequential, then load) ...", file=sys.stderr, flush=True)
+            http_series, loads = await run_http(args, workdir)
+            series += http_series
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    report(args, series, loads, time.perf_counter() - started)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--serve", choices=("bare", "governed"), help="(internal) run one server")
+    parser.add_argument("--transport", choices=("stdio", "http"), default="stdio", help="(with --serve)")
+    parser.add_argument("--port", type=int, default=0, help="(with --serve --transport http) 0 picks a free port")
+    parser.add_argument("--db", help="(with --serve governed) SQLite file")
+    parser.add_argument("--calls", type=int, default=500, help="timed sequential calls per series (default 500)")
+    parser.add_argument("--warmup", type=int, default=50, help="warm-up calls per series (default 50)")
+    parser.add_argument("--blocks", type=int, default=10, help="alternating blocks (default 10)")
+    parser.add_argument("--clients", type=int, default=100, help="concurrent clients in the load test (default 100)")
+    parser.add_argument("--calls-per-client", type=int, default=20, help="calls per load-test client (default 20)")
+    parser.add_argument("--rounds", type=int, default=2, help="load-test rounds per server (default 2)")
+    parser.add_argument("--transports", default="stdio,http", help="comma-separated: stdio,http")
+    parser.add_argument("--quick", action="store_true", help="smoke run: 50 calls, 10 clients x 5 calls")
+    args = parser.parse_args(argv)
+
+    if args.serve:
+        asyncio.run(_serve(args.serve, args.transport, args.port, args.db))
+        return
+    if args.quick:
+        args.calls, args.warmup, args.blocks = 50, 10, 5
+        args.clients, args.calls_per_client = 10, 5
+    args.transports = {t.strip() for t in args.transports.split(",") if t.strip()}
+    args.blocks = max(1, min(args.blocks, args.calls))
+    asyncio.run(bench(args))
+
+
+if __name__ == "__main__":
+    main()

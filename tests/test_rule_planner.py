@@ -1,0 +1,122 @@
+"""The offline planner: the seed's tasks and everyday paraphrases become tool calls; the rest is reported."""
+
+from __future__ import annotations
+
+import pytest
+
+from ops_agent.config import ServiceCheck
+from ops_agent.ooda import RulePlanner
+from ops_agent.services import open_services
+
+FACTS = {"services": ["api", "web-frontend", "billing.v2"]}
+
+
+@pytest.fixture
+def planner(services) -> RulePlanner:
+    return RulePlanner(services.registry)
+
+
+def calls(planner: RulePlanner, task: str) -> list[tuple[str, dict]]:
+    return [(call.tool, call.arguments) for call in planner.plan(task, FACTS).calls]
+
+
+METRICS = ("get_system_metrics", {})
+ALL_HEALTH = ("check_service_health", {})
+
+
+@pytest.mark.parametrize(
+    ("task", "expected"),
+    [
+        ("show system metrics and check the health of the configured services", [METRICS, ALL_HEALTH]),
+        ("Get system metrics", [METRICS]),
+        ("how's the server doing?", [METRICS]),
+        ("what's the CPU and memory usage", [METRICS]),
+        ("is the disk space ok on this box", [METRICS]),
+        ("check load average", [METRICS]),
+        ("check system health", [METRICS]),
+        ("are all services up?", [ALL_HEALTH]),
+        ("check service health", [ALL_HEALTH]),
+        ("Check the health of the api", [("check_service_health", {"service": "api"})]),
+        ("is the api up", [("check_service_health", {"service": "api"})]),
+        ("ping web-frontend", [("check_service_health", {"service": "web-frontend"})]),
+        ("is billing.v2 responding?", [("check_service_health", {"service": "billing.v2"})]),
+        (
+            "check the health of api and web-frontend",
+            [("check_service_health", {"service": "api"}), ("check_service_health", {"service": "web-frontend"})],
+        ),
+        ("please show metrics, then check health of all services. thanks", [METRICS, ALL_HEALTH]),
+        ("CPU usage; memory usage; disk usage", [METRICS]),  # the same call is planned once
+    ],
+)
+def test_everyday_phrasings(planner, task, expected):
+    plan = planner.plan(task, FACTS)
+    assert [(c.tool, c.arguments) for c in plan.calls] == expected
+    assert plan.not_understood == []
+
+
+def test_an_unknown_service_is_reported_not_guessed(planner):
+    plan = planner.plan("check the health of the payments service", FACTS)
+    assert plan.calls == []
+    assert "no configured service is called 'payments'" in plan.not_understood[0]
+    assert "api, web-frontend, billing.v2" in plan.not_understood[0]
+
+
+def test_negations_are_not_acted_on(planner):
+    plan = planner.plan("show metrics but don't check the api", FACTS)
+    assert [(c.tool, c.arguments) for c in plan.calls] == [METRICS]
+    plan = planner.plan("do not check health of the api", FACTS)
+    assert plan.calls == [] and "negation" in plan.not_understood[0]
+
+
+@pytest.mark.parametrize(
+    "task",
+    [
+        "Deploy latest changes to production",  # the seed's examples whose tools come in later issues
+        "Analyze error logs from the past hour and identify root causes",
+        "make me a sandwich",
+    ],
+)
+def test_what_no_tool_can_do_is_said_plainly(planner, task):
+    plan = planner.plan(task, FACTS)
+    assert plan.calls == []
+    assert plan.not_understood and "no available tool matches" in plan.not_understood[0]
+
+
+def test_partly_understood_tasks_keep_what_was_understood(planner):
+    plan = planner.plan("show metrics and order pizza for the team", FACTS)
+    assert [(c.tool, c.arguments) for c in plan.calls] == [METRICS]
+    assert plan.not_understood == ["'order pizza for the team': no available tool matches this"]
+
+
+def test_plans_are_deterministic(planner):
+    task = "check the health of api and web-frontend, then show cpu"
+    assert all(calls(planner, task) == calls(planner, task) for _ in range(20))
+
+
+async def test_a_task_that_is_not_understood_reports_so(services):
+    report = await services.registry.invoke(services.identity, "execute_task", {"task": "make me a sandwich"})
+    assert report.status == "not_understood"
+    assert report.steps == []
+    assert "make me a sandwich" in report.summary
+
+
+async def test_health_of_a_configured_service_end_to_end(tmp_path):
+    from tests.conftest import make_settings
+    from tests.test_monitoring import local_http_server
+
+    with local_http_server() as base:
+        settings = make_settings(tmp_path)
+        settings = settings.model_copy(
+            update={"services": [ServiceCheck(name="api", url=f"{base}/health"),
+                                 ServiceCheck(name="web", url=f"{base}/broken")]}
+        )
+        async with open_services(settings) as services:
+            report = await services.registry.invoke(
+                services.identity, "execute_task", {"task": "is the api up? and how about web"}
+            )
+    assert report.status == "completed"
+    assert [step.arguments for step in report.steps] == [{"service": "api"}, {"service": "web"}]
+    assert report.steps[0].output["services"][0]["status"] == "up"
+    assert report.steps[1].output["services"][0]["status"] == "down"
+    assert "1/1 services up: api up" in report.summary
+    assert "web down (expected HTTP 200, got 503)" in report.summary
