@@ -178,19 +178,21 @@ class Series:
 
 
 @dataclass
-class LoadRun:
+class LoadResult:
+    """One server's share of the load test, summed over its bursts."""
+
     server: str
-    round: int
     clients: int
     calls_each: int
     ok: int = 0
     errors: int = 0
     error_kinds: dict[str, int] = field(default_factory=dict)
     connect_failures: int = 0
-    wall_s: float = 0.0
+    wall_s: float = 0.0  # sum of this server's burst walls
     latencies: list[float] = field(default_factory=list)
     server_cpu_s: float = 0.0
     client_cpu_s: float = 0.0
+    bursts: list[float] = field(default_factory=list)  # calls/s of each burst
 
     @property
     def throughput(self) -> float:
@@ -198,6 +200,10 @@ class LoadRun:
 
     def p(self, q: float) -> float:
         return percentile(self.latencies, q) * 1000
+
+    def fail(self, exc: BaseException | str) -> None:
+        kind = exc if isinstance(exc, str) else type(exc).__name__
+        self.error_kinds[kind] = self.error_kinds.get(kind, 0) + 1
 
 
 class ServerProcess:
@@ -266,6 +272,17 @@ def _child_env() -> dict[str, str]:
 
 
 def _cpu_s(pid: int) -> float:
+    """CPU seconds used so far by process `pid`, all threads: ns-precise schedstat on Linux, else psutil."""
+    try:
+        total = 0
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            try:
+                total += int((task / "schedstat").read_text().split()[0])
+            except (OSError, ValueError, IndexError):
+                continue  # the thread ended meanwhile
+        return total / 1e9
+    except OSError:
+        pass
     import psutil
 
     try:
@@ -366,78 +383,98 @@ async def run_stdio(args: argparse.Namespace, workdir: Path) -> list[Series]:
             raise
 
 
-async def load_round(server: ServerProcess, round_no: int, clients: int, calls_each: int) -> LoadRun:
-    """`clients` concurrent sessions; each connects and warms up (1 call), then all start together."""
+class _Burst:
+    """Start signal and completion count of one burst of one server."""
+
+    def __init__(self, workers: int) -> None:
+        self.go = asyncio.Event()
+        self.done = asyncio.Event()
+        self.waiting = workers
+        if workers == 0:
+            self.done.set()
+
+    def finish(self) -> None:
+        self.waiting -= 1
+        if self.waiting <= 0:
+            self.done.set()
+
+
+async def load_test(
+    servers: dict[str, ServerProcess], clients: int, calls_each: int, bursts: int
+) -> dict[str, LoadResult]:
+    """`clients` concurrent sessions per server, all open at once; each session makes `calls_each` calls.
+
+    The calls are run in `bursts` bursts per server, alternating between the servers (order flipped every
+    burst), each burst starting all sessions of one server together: machine noise lands on both alike.
+    """
     from mcp import Client
 
-    run = LoadRun(server.kind, round_no, clients, calls_each)
-    all_connected = asyncio.Event()
-    go = asyncio.Event()
-    waiting = clients
-    finished: list[float] = []
+    bursts = max(1, min(bursts, calls_each))
+    per_burst = [calls_each // bursts + (1 if i < calls_each % bursts else 0) for i in range(bursts)]
+    results = {kind: LoadResult(kind, clients, calls_each) for kind in servers}
+    plan = {kind: [_Burst(clients) for _ in range(bursts)] for kind in servers}
+    ready = _Burst(clients * len(servers))
 
-    def arrived() -> None:
-        nonlocal waiting
-        waiting -= 1
-        if waiting == 0:
-            all_connected.set()
-
-    def fail(exc: BaseException | str) -> None:
-        kind = exc if isinstance(exc, str) else type(exc).__name__
-        run.error_kinds[kind] = run.error_kinds.get(kind, 0) + 1
-
-    async def worker() -> None:
-        signalled = False
+    async def worker(kind: str) -> None:
+        result, url = results[kind], servers[kind].url
+        next_burst, connected = 0, False
         try:
-            async with Client(server.url, read_timeout_seconds=CALL_TIMEOUT_S) as client:
-                await _call(client, NOOP)
-                arrived()
-                signalled = True
-                await go.wait()
-                for _ in range(calls_each):
-                    started = time.perf_counter()
-                    try:
-                        ok = await _call(client, NOOP)
-                    except Exception as exc:  # counted, not raised: the load test reports errors
-                        ok = False
-                        fail(exc)
-                    else:
-                        if not ok:
-                            fail("is_error result")
-                    run.latencies.append(time.perf_counter() - started)
-                    run.ok += ok
-                    run.errors += not ok
-                finished.append(time.perf_counter())
+            async with Client(url, read_timeout_seconds=CALL_TIMEOUT_S) as client:
+                await _call(client, NOOP)  # warm-up: session, tool listing
+                connected = True
+                ready.finish()
+                for burst, n in zip(plan[kind], per_burst):
+                    await burst.go.wait()
+                    for _ in range(n):
+                        started = time.perf_counter()
+                        try:
+                            ok = await _call(client, NOOP)
+                        except Exception as exc:  # counted, not raised: the load test reports errors
+                            ok = False
+                            result.fail(exc)
+                        else:
+                            if not ok:
+                                result.fail("is_error result")
+                        result.latencies.append(time.perf_counter() - started)
+                        result.ok += ok
+                        result.errors += not ok
+                    next_burst += 1
+                    burst.finish()
         except Exception as exc:
-            if not signalled:
-                run.connect_failures += 1
-                run.errors += calls_each
-                fail(exc)
-                arrived()
-            else:
-                fail(exc)  # failure while closing the session: calls were counted already
+            result.fail(exc)
+            if not connected:
+                result.connect_failures += 1
+                ready.finish()
+            result.errors += sum(per_burst[next_burst:])
+            for burst in plan[kind][next_burst:]:
+                burst.finish()
 
-    budget_s = 60 + clients * calls_each * 0.5
-    tasks = [asyncio.create_task(worker()) for _ in range(clients)]
-    cpu0, client_cpu0, started = server.cpu_s(), time.process_time(), time.perf_counter()
+    tasks = [asyncio.create_task(worker(kind)) for kind in servers for _ in range(clients)]
     try:
-        async with asyncio.timeout(budget_s):
-            await all_connected.wait()
-            cpu0, client_cpu0 = server.cpu_s(), time.process_time()
-            started = time.perf_counter()
-            go.set()
+        async with asyncio.timeout(STARTUP_TIMEOUT_S + clients * calls_each * len(servers) * 0.5):
+            await ready.done.wait()
+            kinds = list(servers)
+            for i in range(bursts):
+                for kind in kinds if i % 2 == 0 else kinds[::-1]:
+                    burst, result, server = plan[kind][i], results[kind], servers[kind]
+                    ok_before = result.ok
+                    cpu0, client_cpu0, started = server.cpu_s(), time.process_time(), time.perf_counter()
+                    burst.go.set()
+                    await burst.done.wait()
+                    wall = time.perf_counter() - started
+                    result.wall_s += wall
+                    result.server_cpu_s += server.cpu_s() - cpu0
+                    result.client_cpu_s += time.process_time() - client_cpu0
+                    result.bursts.append((result.ok - ok_before) / wall if wall > 0 else 0.0)
             await asyncio.gather(*tasks)
     finally:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-    run.wall_s = (max(finished) if finished else time.perf_counter()) - started
-    run.server_cpu_s = server.cpu_s() - cpu0
-    run.client_cpu_s = time.process_time() - client_cpu0
-    return run
+    return results
 
 
-async def run_http(args: argparse.Namespace, workdir: Path) -> tuple[list[Series], list[LoadRun]]:
+async def run_http(args: argparse.Namespace, workdir: Path) -> tuple[list[Series], dict[str, LoadResult]]:
     servers = {"bare": ServerProcess("bare", None, workdir), "governed": ServerProcess("governed", workdir / "http.db", workdir)}
     try:
         await asyncio.gather(*(s.start() for s in servers.values()))
@@ -445,12 +482,9 @@ async def run_http(args: argparse.Namespace, workdir: Path) -> tuple[list[Series
             clients = {kind: await _open_http_client(stack, s.url) for kind, s in servers.items()}
             pids = {kind: s.proc.pid for kind, s in servers.items()}
             series = await sequential("http", clients, pids, args.calls, args.warmup, args.blocks)
-        loads: list[LoadRun] = []
-        if args.clients > 0:
-            for round_no in range(1, args.rounds + 1):
-                order = ("bare", "governed") if round_no % 2 else ("governed", "bare")
-                for kind in order:
-                    loads.append(await load_round(servers[kind], round_no, args.clients, args.calls_per_client))
+        loads: dict[str, LoadResult] = {}
+        if args.clients > 0 and args.calls_per_client > 0:
+            loads = await load_test(servers, args.clients, args.calls_per_client, args.bursts)
         return series, loads
     except BaseException:
         for s in servers.values():
@@ -470,7 +504,7 @@ def _ratio(a: float, b: float) -> float:
     return a / b if b else math.nan
 
 
-def report(args: argparse.Namespace, series: list[Series], loads: list[LoadRun], elapsed_s: float) -> None:
+def report(args: argparse.Namespace, series: list[Series], loads: dict[str, LoadResult], elapsed_s: float) -> None:
     from importlib.metadata import version
 
     print()
@@ -489,6 +523,7 @@ def report(args: argparse.Namespace, series: list[Series], loads: list[LoadRun],
     print(header)
     print("-" * len(header))
     goals: list[tuple[str, bool]] = []
+    notes: list[str] = []
     for transport in ("stdio", "http"):
         rows = [s for s in series if s.transport == transport]
         if not rows:
@@ -507,35 +542,50 @@ def report(args: argparse.Namespace, series: list[Series], loads: list[LoadRun],
         goals.append(
             (f"{transport}: governed noop p50 <= 1.2x bare p50 (is {ratio:.2f}x)", ratio <= 1.2 and not governed.errors)
         )
+        if governed.server_cpu_s and bare.server_cpu_s:
+            notes.append(
+                f"{transport}: server CPU per noop call governed/bare "
+                f"{_ratio(governed.server_cpu_s, bare.server_cpu_s):.2f}x (same call counts)"
+            )
     if loads:
+        bursts = max(1, min(args.bursts, args.calls_per_client))
         print()
         print(
-            f"load test over HTTP: {args.clients} concurrent clients (own session each) x {args.calls_per_client} "
-            f"calls of noop, {args.rounds} round(s) per server, alternating; best round per server in the summary"
+            f"load test over HTTP: {args.clients} concurrent clients per server (own session each) x "
+            f"{args.calls_per_client} calls of noop, in {bursts} bursts per server alternating between the servers"
         )
-        header = f"{'server':<9} {'round':>5} {'calls/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'wall s':>7} {'ok':>6} {'errors':>6} {'srv CPU us/call':>15} {'client CPU %':>12}"
+        header = (
+            f"{'server':<9} {'calls/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'busy s':>7} {'ok':>6} "
+            f"{'errors':>6} {'srv CPU us/call':>15} {'client CPU %':>12}"
+        )
         print(header)
         print("-" * len(header))
-        for run in loads:
+        for run in loads.values():
             cpu = run.server_cpu_s / run.ok * 1e6 if run.ok else math.nan
             client_cpu = 100 * run.client_cpu_s / run.wall_s if run.wall_s else math.nan
             print(
-                f"{run.server:<9} {run.round:>5} {run.throughput:>9.1f} {run.p(50):>8.2f} {run.p(99):>8.2f} {run.wall_s:>7.2f} "
-                f"{run.ok:>6} {run.errors:>6} {cpu:>15.0f} {client_cpu:>12.0f}"
+                f"{run.server:<9} {run.throughput:>9.1f} {run.p(50):>8.2f} {run.p(99):>8.2f} {run.p(100):>8.2f} "
+                f"{run.wall_s:>7.2f} {run.ok:>6} {run.errors:>6} {cpu:>15.0f} {client_cpu:>12.0f}"
                 + (f"  {run.error_kinds}" if run.error_kinds else "")
+                + (f"  ({run.connect_failures} sessions failed to connect)" if run.connect_failures else "")
             )
-        best = {kind: max((r for r in loads if r.server == kind), key=lambda r: r.throughput) for kind in ("bare", "governed")}
-        errors = {kind: sum(r.errors for r in loads if r.server == kind) for kind in ("bare", "governed")}
-        ratio = _ratio(best["governed"].throughput, best["bare"].throughput)
+        bare, gov = loads["bare"], loads["governed"]
+        ratio = _ratio(gov.throughput, bare.throughput)
+        paired = sorted(_ratio(g, b) for g, b in zip(gov.bursts, bare.bursts))
+        cpu_ratio = _ratio(gov.server_cpu_s / max(gov.ok, 1), bare.server_cpu_s / max(bare.ok, 1))
         print()
         print(
-            f"summary: bare {best['bare'].throughput:.1f} calls/s p99 {best['bare'].p(99):.2f} ms; "
-            f"governed {best['governed'].throughput:.1f} calls/s p99 {best['governed'].p(99):.2f} ms; "
-            f"throughput governed/bare {ratio:.2f}x, p99 governed/bare {_ratio(best['governed'].p(99), best['bare'].p(99)):.2f}x; "
-            f"errors bare {errors['bare']}, governed {errors['governed']}"
+            f"governed/bare: throughput {ratio:.2f}x (burst by burst: median {statistics.median(paired):.2f}x, "
+            f"range {paired[0]:.2f}x-{paired[-1]:.2f}x), p99 {_ratio(gov.p(99), bare.p(99)):.2f}x, "
+            f"server CPU per call {cpu_ratio:.2f}x"
         )
         goals.append((f"load ({args.clients} clients): governed throughput >= 0.8x bare (is {ratio:.2f}x)", ratio >= 0.8))
-        goals.append((f"load ({args.clients} clients): no errors (governed {errors['governed']}, bare {errors['bare']})", not any(errors.values())))
+        goals.append(
+            (
+                f"load ({args.clients} clients): no errors (governed {gov.errors}, bare {bare.errors})",
+                not (gov.errors or bare.errors),
+            )
+        )
     metrics = [s for s in series if s.tool == METRICS]
     print()
     print("goals:")
@@ -543,6 +593,10 @@ def report(args: argparse.Namespace, series: list[Series], loads: list[LoadRun],
         print(f"  [{'met' if met else 'NOT MET'}] {text}")
     for s in metrics:
         print(f"  [info] {s.transport}: get_system_metrics p99 {s.p(99):.1f} ms (seed: < 100 ms for monitoring)")
+    for note in notes:
+        print(f"  [info] {note}")
+    if args.quick:
+        print("  (--quick is a smoke run: too few calls for the figures to mean much)")
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -552,7 +606,7 @@ async def bench(args: argparse.Namespace) -> None:
     started = time.perf_counter()
     workdir = Path(tempfile.mkdtemp(prefix="mcp-overhead-"))
     series: list[Series] = []
-    loads: list[LoadRun] = []
+    loads: dict[str, LoadResult] = {}
     try:
         if "stdio" in args.transports:
             print("stdio: measuring ...", file=sys.stderr, flush=True)
@@ -574,20 +628,24 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--db", help="(with --serve governed) SQLite file")
     parser.add_argument("--calls", type=int, default=500, help="timed sequential calls per series (default 500)")
     parser.add_argument("--warmup", type=int, default=50, help="warm-up calls per series (default 50)")
-    parser.add_argument("--blocks", type=int, default=10, help="alternating blocks (default 10)")
+    parser.add_argument(
+        "--blocks", type=int, default=50, help="alternating blocks per series (default 50: 10 calls each at 500)"
+    )
     parser.add_argument("--clients", type=int, default=100, help="concurrent clients in the load test (default 100)")
     parser.add_argument("--calls-per-client", type=int, default=20, help="calls per load-test client (default 20)")
-    parser.add_argument("--rounds", type=int, default=2, help="load-test rounds per server (default 2)")
+    parser.add_argument(
+        "--bursts", type=int, default=10, help="load-test bursts per server, alternating between servers (default 10)"
+    )
     parser.add_argument("--transports", default="stdio,http", help="comma-separated: stdio,http")
-    parser.add_argument("--quick", action="store_true", help="smoke run: 50 calls, 10 clients x 5 calls")
+    parser.add_argument("--quick", action="store_true", help="smoke run: 50 calls, 10 clients x 10 calls")
     args = parser.parse_args(argv)
 
     if args.serve:
         asyncio.run(_serve(args.serve, args.transport, args.port, args.db))
         return
     if args.quick:
-        args.calls, args.warmup, args.blocks = 50, 10, 5
-        args.clients, args.calls_per_client = 10, 5
+        args.calls, args.warmup, args.blocks = 50, 10, 10
+        args.clients, args.calls_per_client, args.bursts = 10, 10, 5
     args.transports = {t.strip() for t in args.transports.split(",") if t.strip()}
     args.blocks = max(1, min(args.blocks, args.calls))
     asyncio.run(bench(args))

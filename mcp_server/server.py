@@ -78,10 +78,12 @@ def build_server(services: Services, *, via: str = "mcp-stdio") -> MCPServer:
     tokens = {agent: token.get_secret_value() for agent, token in settings.tokens.items()}
     auth_options: dict[str, Any] = {}
     if via == "mcp-http" and tokens:
-        url = f"http://{settings.host}:{settings.port}{settings.path}"
+        url = settings.public_url or f"http://{settings.host}:{settings.port}{settings.path}"
         auth_options = {
             "token_verifier": _BearerTokens(tokens),
-            "auth": AuthSettings(issuer_url=url, resource_server_url=url, required_scopes=["ops"]),
+            "auth": AuthSettings(
+                issuer_url=url, resource_server_url=url, required_scopes=["ops"], validate_token_resource=False
+            ),
         }
     tools = [_mcp_tool(spec, services, via) for spec in services.registry.specs()]
     server = MCPServer(

@@ -63,6 +63,8 @@ def _with_services(settings: Settings, work: Callable[[Services], Awaitable[T]])
 
     try:
         return asyncio.run(run())
+    except ConfigError as exc:
+        raise _fail(exc.public_message, 2) from None
     except OpsAgentError as exc:
         raise _fail(exc.public_message, 1) from None
 
@@ -167,10 +169,7 @@ def serve(
     overrides = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
     if overrides:
         settings = settings.model_copy(update={"mcp": settings.mcp.model_copy(update=overrides)})
-    try:
-        _with_services(settings, serve_stdio if transport == "stdio" else serve_http)
-    except ConfigError as exc:
-        raise _fail(exc.public_message, 2) from None
+    _with_services(settings, serve_stdio if transport == "stdio" else serve_http)
 
 
 @app.command()

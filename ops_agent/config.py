@@ -100,6 +100,9 @@ class MCPSettings(_Section):
     host: str = Field("127.0.0.1", description="HTTP bind address. Anything but loopback requires tokens.")
     port: int = Field(8000, ge=0, le=65535)
     path: str = Field("/mcp", pattern=r"^/[A-Za-z0-9/_-]*$")
+    public_url: str | None = Field(
+        None, description="URL clients use to reach the server, advertised in auth challenges (behind a proxy)."
+    )
     tokens: dict[str, SecretStr] = Field(
         default_factory=dict, description="Agent name -> bearer token for HTTP callers; each is its own agent."
     )

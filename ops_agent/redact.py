@@ -52,7 +52,7 @@ class Redactor:
             return self.text(value)
         if isinstance(value, dict):
             return {
-                key: (MASK if isinstance(key, str) and _SECRET_KEY.search(key) and item else self.value(item))
+                self.value(key): (MASK if isinstance(key, str) and _SECRET_KEY.search(key) and item else self.value(item))
                 for key, item in value.items()
             }
         if isinstance(value, (list, tuple)):

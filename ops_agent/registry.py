@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from ops_agent.errors import InvalidArguments, ToolFailed, ToolTimeout, UnknownTool
 from ops_agent.governance.gate import Caller, GovernanceGate
+from ops_agent.redact import Redactor
 
 __all__ = ["Intent", "ToolContext", "ToolInput", "ToolRegistry", "ToolSpec", "format_validation_error"]
 
@@ -152,9 +153,8 @@ class ToolRegistry:
             try:
                 args = spec.input_model.model_validate(arguments)
             except ValidationError as exc:
-                raise InvalidArguments(name, format_validation_error(exc)) from None
+                raise InvalidArguments(name, format_validation_error(exc, self.gate.redactor)) from None
         except InvalidArguments as error:
-            error.public_message = self.gate.redactor.text(error.public_message)  # it may quote the input
             await self.gate.reject(caller, name, arguments, error.public_message)
             raise
         if spec.opens_task and caller.task_id is None:
@@ -172,7 +172,7 @@ class ToolRegistry:
                 raise ToolTimeout(f"{name} did not finish within {spec.timeout_s:g} s") from None
             return spec.output_model.model_validate(result)
 
-        return await self.gate.run(
+        output = await self.gate.run(
             caller,
             name,
             action,
@@ -180,13 +180,18 @@ class ToolRegistry:
             execute,
             usage=lambda: (context.spent[0], context.spent[1]),
         )
+        # Results leave the process (MCP, CLI, the model's context): no secret may ride along.
+        dumped = output.model_dump(mode="json")
+        clean = self.gate.redactor.value(dumped)
+        return output if clean == dumped else spec.output_model.model_validate(clean)
 
 
-def format_validation_error(exc: ValidationError) -> list[tuple[str, str]]:
-    """pydantic errors as (field path, problem), in words a person or a model can act on."""
+def format_validation_error(exc: ValidationError, redactor: Redactor) -> list[tuple[str, str]]:
+    """pydantic errors as (field path, problem), in words a person or a model can act on.
+    A quoted input is redacted before it is shortened, so no prefix of a secret survives."""
     problems = []
     for error in exc.errors(include_url=False):
-        path = ".".join(str(part) for part in error["loc"]) or "(arguments)"
+        path = redactor.text(".".join(str(part) for part in error["loc"])) or "(arguments)"
         if error["type"] == "missing":
             message = "required field is missing"
         elif error["type"] == "extra_forbidden":
@@ -194,7 +199,7 @@ def format_validation_error(exc: ValidationError) -> list[tuple[str, str]]:
         else:
             message = error["msg"]
             if error["type"] not in ("value_error", "assertion_error") and "input" in error:
-                message += f" (got {_short(error['input'])})"
+                message += f" (got {_short(redactor.value(error['input']))})"
         problems.append((path, message))
     return problems
 

@@ -145,18 +145,7 @@ class GovernanceGate:
         """Check, execute and record one invocation. `usage()` reports (tokens, micros) the call spent."""
         rule = self.policy.rule(action)
         started = time.monotonic()
-        record = AuditRecord(
-            ts=time.time(),
-            agent_id=None,
-            agent=caller.agent,
-            via=caller.via,
-            task_id=caller.task_id,
-            tool=tool,
-            action=action,
-            arguments=self.redactor.value(arguments),
-            decision="allowed",
-            outcome="ok",
-        )
+        record = self._record(caller, tool, action, arguments, "allowed", "ok")
         durable = rule.kind != "read"
         agent: AgentRecord | None = None
         try:
@@ -258,21 +247,25 @@ class GovernanceGate:
 
     async def reject(self, caller: Caller, tool: str, arguments: Any, error: str) -> None:
         """Audit a call that never reached the gate (unknown tool, invalid arguments)."""
-        await self._audit(
-            AuditRecord(
-                ts=time.time(),
-                agent_id=None,
-                agent=caller.agent,
-                via=caller.via,
-                task_id=caller.task_id,
-                tool=tool,
-                action=None,
-                arguments=self.redactor.value(arguments if isinstance(arguments, dict) else {"raw": arguments}),
-                decision="invalid",
-                outcome="refused",
-                error=self.redactor.text(error),
-            ),
-            durable=False,
+        arguments = arguments if isinstance(arguments, dict) else {"raw": arguments}
+        record = self._record(caller, tool, None, arguments, "invalid", "refused")
+        record.error = self.redactor.text(error)
+        await self._audit(record, durable=False)
+
+    def _record(
+        self, caller: Caller, tool: str, action: str | None, arguments: dict, decision: str, outcome: str
+    ) -> AuditRecord:
+        return AuditRecord(
+            ts=time.time(),
+            agent_id=None,
+            agent=caller.agent,
+            via=caller.via,
+            task_id=caller.task_id,
+            tool=tool,
+            action=action,
+            arguments=self.redactor.value(arguments),
+            decision=decision,
+            outcome=outcome,
         )
 
     async def _penalise_budget(self, agent: AgentRecord, reason: str) -> None:

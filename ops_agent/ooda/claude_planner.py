@@ -89,6 +89,9 @@ class _ClaudeSession:
             return Act([])  # the server paused a long turn: send the conversation back as it is
         if reply.stop_reason == "refusal":
             return Finish(f"The model declined the task. {text}".strip(), status="failed")
+        if reply.stop_reason in ("max_tokens", "model_context_window_exceeded", "tool_use", "pause_turn"):
+            # ran out of room, or still wanted to act on the last step: what it said is not a full answer
+            return Finish(f"The model stopped before finishing ({reply.stop_reason}). {text}".strip(), status="partial")
         return Finish(text or f"The model stopped ({reply.stop_reason}) without a summary.")
 
     async def _request(self, last_step: bool) -> Any:

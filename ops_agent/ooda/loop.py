@@ -141,8 +141,8 @@ class TaskLoop:
             report.status, report.summary = "refused", exc.public_message
         except OpsAgentError as exc:
             report.status, report.summary = "failed", exc.public_message
-        if report.status == "completed":
-            report.status = _overall(report)
+        if report.status in ("completed", "partial"):
+            report.status = min(_overall(report), report.status, key=["failed", "partial", "completed"].index)
         if session is not None:
             report.cost = TaskCost(
                 tokens=session.spend.tokens, usd=session.spend.usd_micros / 1e6, llm_requests=session.spend.requests
@@ -158,12 +158,14 @@ class TaskLoop:
         if key in seen:
             return StepResult(call, ok=False, error="refused: exact repeat of an earlier call in this task; use its result")
         seen.add(key)
+        spec = self.registry.get(call.tool)
+        if spec is None or not spec.planner_visible:  # e.g. execute_task: a task may not start a task
+            return StepResult(call, ok=False, error=f"tool {call.tool!r} is not available to the planner")
         try:
             output = await self.registry.invoke(caller, call.tool, call.arguments)
         except OpsAgentError as exc:
             return StepResult(call, ok=False, error=exc.public_message)
-        spec = self.registry.get(call.tool)
-        summary = spec.summarize(output) if spec and spec.summarize else None
+        summary = spec.summarize(output) if spec.summarize else None
         return StepResult(call, ok=True, output=output.model_dump(mode="json"), summary=summary)
 
     def _is_consequential(self, tool: str) -> bool:

@@ -41,7 +41,7 @@ class Act:
 @dataclass(frozen=True)
 class Finish:
     summary: str
-    status: Literal["completed", "failed", "not_understood"] = "completed"
+    status: Literal["completed", "partial", "failed", "not_understood"] = "completed"
     not_understood: list[str] = field(default_factory=list)
 
 

@@ -64,8 +64,11 @@ class RulePlanner:
                 and previous.calls
                 and len(text.split()) <= _CONTINUATION_WORDS
             ):
-                clauses[-1] = self._read(f"{previous.text} and {text}", specs, facts)
-                continue
+                # "check api and web": "web" continues the clause before, if it changes what that asks for
+                merged = self._read(f"{previous.text} and {text}", specs, facts)
+                if merged.calls and merged.calls != previous.calls:
+                    clauses[-1] = merged
+                    continue
             clauses.append(clause)
 
         plan = Plan()
