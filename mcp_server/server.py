@@ -73,6 +73,26 @@ class _BearerTokens:
         return AccessToken(token=token, client_id=found, scopes=["ops"]) if found else None
 
 
+class _OpsMCPServer(MCPServer):
+    """MCPServer whose unknown-tool answers come from the registry: audited, and redacted (the SDK's own
+    answer would echo the requested name as it is)."""
+
+    def __init__(self, *args: Any, services: Services, via: str, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._services = services
+        self._via = via
+        self._names = {spec.name for spec in services.registry.specs()}
+
+    async def call_tool(self, name: str, arguments: dict[str, Any], context: Context | None = None) -> Any:
+        if name not in self._names:
+            local = Caller(self._services.settings.governance.agent_name, via=self._via)
+            try:
+                await self._services.registry.invoke(_caller(local, self._via), name, arguments)
+            except OpsAgentError as exc:
+                return _error(exc.public_message)
+        return await super().call_tool(name, arguments, context)
+
+
 def build_server(services: Services, *, via: str = "mcp-stdio") -> MCPServer:
     settings = services.settings.mcp
     tokens = {agent: token.get_secret_value() for agent, token in settings.tokens.items()}
@@ -86,8 +106,10 @@ def build_server(services: Services, *, via: str = "mcp-stdio") -> MCPServer:
             ),
         }
     tools = [_mcp_tool(spec, services, via) for spec in services.registry.specs()]
-    server = MCPServer(
+    server = _OpsMCPServer(
         "ops-agent",
+        services=services,
+        via=via,
         version=__version__,
         instructions=INSTRUCTIONS,
         tools=tools,
@@ -131,12 +153,10 @@ def _mcp_tool(spec: ToolSpec, services: Services, via: str) -> Tool:
     local = Caller(services.settings.governance.agent_name, via=via)
 
     async def call(arguments: dict[str, Any], ctx: Context) -> CallToolResult:
-        caller = local
-        if (token := get_access_token()) is not None:
-            agent_type = "ops_agent" if token.client_id == local.agent else "mcp_client"
-            caller = Caller(token.client_id or "unknown", via=via, agent_type=agent_type)
         try:
-            output = await services.registry.invoke(caller, spec.name, arguments, progress=ctx.report_progress)
+            output = await services.registry.invoke(
+                _caller(local, via), spec.name, arguments, progress=ctx.report_progress
+            )
         except OpsAgentError as exc:
             return _error(services.redactor.text(exc.public_message))
         except Exception:
@@ -157,6 +177,14 @@ def _mcp_tool(spec: ToolSpec, services: Services, via: str) -> Tool:
         context_kwarg="ctx",
         annotations=spec.annotations,
     )
+
+
+def _caller(local: Caller, via: str) -> Caller:
+    """The bearer token's agent when the request carried one, else the local agent."""
+    if (token := get_access_token()) is None or not token.client_id:
+        return local
+    agent_type = "ops_agent" if token.client_id == local.agent else "mcp_client"
+    return Caller(token.client_id, via=via, agent_type=agent_type)
 
 
 def _error(message: str) -> CallToolResult:

@@ -111,7 +111,10 @@ def run(
             table.add_row(str(number), step["tool"], json.dumps(step["arguments"]), result)
         if report["steps"]:
             out.print(table)
-        out.print(report["summary"], highlight=False)
+        if report["planner"] != "rules" or not report["steps"]:  # the rule planner's summary is the table
+            out.print(report["summary"], highlight=False)
+        for item in report["not_understood"]:
+            out.print(f"[yellow]not understood:[/yellow] {item}", highlight=False)
         cost = report["cost"]
         out.print(f"[dim]cost: {cost['tokens']} tokens, ${cost['usd']:.4f}; {report['duration_s']} s[/dim]")
     raise typer.Exit(0 if report["status"] == "completed" else 1)

@@ -6,6 +6,7 @@ API keys with well-known prefixes, passwords in URLs, `key=value` pairs whose ke
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 from collections.abc import Iterable
@@ -27,7 +28,7 @@ _PATTERNS = [
 ]
 # key=value / key: value where the key sounds secret; the key stays readable.
 _KEY_VALUE = re.compile(
-    r"(?i)\b([A-Za-z_]*(?:password|passwd|secret|token(?!s)|api_?key)[A-Za-z_]*\s*[=:]\s*[\"']?)[^\s,;&\"']+"
+    r"(?i)((?:password|passwd|secret|token(?!s)|api_?key)[A-Za-z_]*\s*[=:]\s*[\"']?)[^\s,;&\"']+"
 )
 
 
@@ -37,8 +38,19 @@ class Redactor:
     def __init__(self, secrets: Iterable[str] = ()) -> None:
         # Longest first so a secret that contains another is masked whole; very short values would mask noise.
         self._secrets = sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True)
+        # One search tells whether there is anything to do; most strings are clean.
+        alternatives = [re.escape(s) for s in self._secrets] + [_scoped(p.pattern) for p in (*_PATTERNS, _KEY_VALUE)]
+        self._any = re.compile("|".join(alternatives))
+
+        # Field names and enum-like values recur in every result; remember the short ones.
+        self._short = functools.lru_cache(maxsize=4096)(self._text)
 
     def text(self, value: str) -> str:
+        return self._short(value) if len(value) <= 64 else self._text(value)
+
+    def _text(self, value: str) -> str:
+        if not self._any.search(value):
+            return value
         for secret in self._secrets:
             if secret in value:
                 value = value.replace(secret, MASK)
@@ -58,6 +70,11 @@ class Redactor:
         if isinstance(value, (list, tuple)):
             return [self.value(item) for item in value]
         return value
+
+
+def _scoped(pattern: str) -> str:
+    """A pattern as one alternative of a larger one: its leading global flag becomes a scoped one."""
+    return f"(?i:{pattern[4:]})" if pattern.startswith("(?i)") else f"(?:{pattern})"
 
 
 class RedactingFilter(logging.Filter):

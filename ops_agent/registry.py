@@ -145,6 +145,7 @@ class ToolRegistry:
         spec = self._specs.get(name)
         if spec is None:
             error = UnknownTool(name, list(self._specs))
+            error.public_message = self.gate.redactor.text(error.public_message)  # the name is the caller's text
             await self.gate.reject(caller, name, arguments, error.public_message)
             raise error
         try:

@@ -130,7 +130,12 @@ async def test_bad_arguments_over_mcp_are_error_results_without_tracebacks(servi
                 text = result.content[0].text
                 assert expected in text and "Traceback" not in text
         result = await client.call_tool("no_such_tool", {})
-        assert result.is_error and "no_such_tool" in result.content[0].text  # refused by the SDK's tool lookup
+        assert result.is_error and "unknown tool 'no_such_tool'; known tools:" in result.content[0].text
+        secret_name = f"x{services.settings.governance.agent_name}-sk-ant-api03-AbCdEfGhIjKlMnOp"
+        result = await client.call_tool(secret_name, {})
+        assert result.is_error and "AbCdEfGhIjKl" not in result.content[0].text
+    audited = [r["tool"] for r in await services.gate.audit.recent(500) if r["decision"] == "invalid"]
+    assert "no_such_tool" in audited
 
 
 async def test_legacy_and_modern_protocols_both_work(services):

@@ -81,6 +81,7 @@ class GovernanceGate:
         # Agent records are re-read at most every cache_ttl_s, so another process's score changes show up.
         self._cache_ttl_s = cache_ttl_s
         self._agents: dict[str, tuple[float, AgentRecord]] = {}
+        self._refreshing: dict[str, asyncio.Future[AgentRecord]] = {}
         self._budget_penalised: dict[str, float] = {}
 
     @property
@@ -101,7 +102,18 @@ class GovernanceGate:
         cached = self._agents.get(caller.agent)
         if cached and time.monotonic() - cached[0] < self._cache_ttl_s:
             return cached[1]
-        agent = await self.reputation.get_or_create_agent(caller.agent, caller.agent_type)
+        # One refresh per agent at a time; concurrent callers share it instead of queueing their own.
+        refresh = self._refreshing.get(caller.agent)
+        if refresh is None:
+            refresh = asyncio.ensure_future(self._load_agent(caller))
+            self._refreshing[caller.agent] = refresh
+            refresh.add_done_callback(lambda _: self._refreshing.pop(caller.agent, None))
+        return await asyncio.shield(refresh)
+
+    async def _load_agent(self, caller: Caller) -> AgentRecord:
+        agent = await self.reputation.get_agent(caller.agent)
+        if agent is None:
+            agent = await self.reputation.get_or_create_agent(caller.agent, caller.agent_type)
         self._agents[caller.agent] = (time.monotonic(), agent)
         return agent
 
