@@ -12,7 +12,6 @@ from __future__ import annotations
 import copy
 import inspect
 import json
-import os
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -29,8 +28,8 @@ from ops_agent.ooda import TaskReport
 from ops_agent.services import Services, open_services
 from tests.conftest import make_settings
 
-CONTRACTS = Path(os.environ.get("OPS_AGENT_CONTRACTS", Path(__file__).resolve().parents[2] / "shared" / "contracts"))
-EXAMPLES = CONTRACTS / "anthropic-examples"
+# Copies of ../shared/contracts/anthropic-examples/, kept beside the tests so they run from any checkout.
+EXAMPLES = Path(__file__).parent / "fixtures" / "anthropic"
 TOOL_USE = json.loads((EXAMPLES / "messages_tool_use_response.json").read_text(encoding="utf-8"))
 END_TURN = json.loads((EXAMPLES / "messages_end_turn_response.json").read_text(encoding="utf-8"))
 OVERLOADED = json.loads((EXAMPLES / "error_overloaded_529.json").read_text(encoding="utf-8"))
