@@ -125,9 +125,20 @@ class ServiceCheck(_Section):
 
 
 class VercelSettings(_Section):
-    token: SecretStr | None = None
-    team_id: str | None = None
-    api_url: str = "https://api.vercel.com"
+    token: SecretStr | None = Field(None, description="Vercel access token (VERCEL_TOKEN).")
+    team_id: str | None = Field(None, description="Team to act in (VERCEL_TEAM_ID); none = the personal account.")
+    api_url: str = Field("https://api.vercel.com", description="API base URL; the sandbox emulator's for local use.")
+    projects: list[str] = Field(default_factory=list, description="Project names the planner may deploy.")
+    default_project: str | None = Field(None, description="Project a task means when it names none.")
+    sandbox_projects: list[str] = Field(
+        default_factory=list, description="Projects a sandbox_only agent may deploy to any environment."
+    )
+    staging_environment: str = Field("staging", description="Slug of the custom environment used as staging.")
+    timeout_s: float = Field(30.0, gt=0, description="Timeout of one API request.")
+    max_attempts: int = Field(5, ge=1, le=10, description="Attempts per request on 429, 5xx and lost connections.")
+    list_version: Literal[6, 7] = Field(6, description="Version of the list-deployments endpoint.")
+    poll_interval_s: float = Field(2.0, gt=0, le=60, description="How often a build is polled while waiting.")
+    deploy_timeout_s: float = Field(900.0, gt=0, description="How long a deploy waits for a final state.")
 
 
 class NotifySettings(_Section):

@@ -32,6 +32,7 @@ from ops_agent.ooda import Planner, RulePlanner, TaskLoop, execute_task_spec
 from ops_agent.redact import RedactingFilter, Redactor
 from ops_agent.registry import ToolRegistry
 from ops_agent.stores.sqlite import SqliteDatabase
+from ops_agent.tools.deployment import DeploymentTool, SqliteDeploymentHistory, VercelClient, deployment_specs
 from ops_agent.tools.monitoring import MonitoringTool, monitoring_specs
 
 if TYPE_CHECKING:
@@ -51,6 +52,7 @@ class Services:
     registry: ToolRegistry
     loop: TaskLoop
     monitoring: MonitoringTool
+    deployment: DeploymentTool
     http: httpx2.AsyncClient
 
     @property
@@ -101,51 +103,91 @@ async def open_services(
         if http is None:
             http = httpx2.AsyncClient(follow_redirects=False, timeout=10.0, headers={"user-agent": USER_AGENT})
             stack.push_async_callback(http.aclose)
-        gate = await _open_governance(settings, redactor, stack)
+        db, degraded_reason = await _open_database(settings, redactor, stack)
+        gate = await _open_governance(settings, redactor, db, degraded_reason, stack)
         registry = ToolRegistry(gate)
         monitoring = MonitoringTool(settings.services, http)
         if enable_monitoring:
             for spec in monitoring_specs(monitoring):
                 registry.register(spec)
+        history = SqliteDeploymentHistory(db)
+        await history.migrate()
+        deployment = DeploymentTool(_vercel_client(settings, http), history, settings.vercel)
+        for spec in deployment_specs(deployment, settings.vercel):
+            registry.register(spec)
         planner = _planner(settings, registry, gate, anthropic_client, stack)
-        facts = {"services": [service.name for service in settings.services]}
+        facts = {
+            "services": [service.name for service in settings.services],
+            "projects": sorted({*settings.vercel.projects, *settings.vercel.sandbox_projects}),
+            "default_project": settings.vercel.default_project,
+        }
         loop = TaskLoop(registry, planner, gate, max_steps=settings.llm.max_steps, facts=facts)
         registry.register(execute_task_spec(loop))
-        yield Services(settings, redactor, gate, registry, loop, monitoring, http)
+        yield Services(settings, redactor, gate, registry, loop, monitoring, deployment, http)
 
 
-async def _open_governance(settings: Settings, redactor: Redactor, stack: AsyncExitStack) -> GovernanceGate:
-    governance = settings.governance
-    policy = PolicyTable.load(governance.policy)
-    limits = BudgetLimits.from_settings(governance.budget)
-    common = dict(policy=policy, limits=limits, probation_tasks=governance.probation_tasks, redactor=redactor)
+async def _open_database(
+    settings: Settings, redactor: Redactor, stack: AsyncExitStack
+) -> tuple[SqliteDatabase, str | None]:
+    """The configured store, or, when it cannot be opened, an in-memory one and the reason (degraded mode)."""
     db = SqliteDatabase(settings.storage.path)
     stack.push_async_callback(db.close)
     try:
         await db.open()
-        reputation, ledger, audit = SqliteReputationStore(db), SqliteCostLedger(db), SqliteAuditLog(db)
-        for store in (reputation, ledger, audit):
-            await store.migrate()
-        stack.push_async_callback(audit.close)
-        log.info("✅ Governance modules initialized")
-        gate = GovernanceGate(reputation=reputation, ledger=ledger, audit=audit, **common)
-        await gate.register(governance.agent_name)
-        return gate
+        return db, None
     except (sqlite3.Error, OSError) as exc:
         reason = f"store {settings.storage.path} unusable: {type(exc).__name__}: {redactor.text(str(exc))}"
-    log.warning("⚠️ Could not register with Governance (degraded mode)")
-    log.warning("   %s; %s", reason, "running UNCONSTRAINED (fail_open)" if governance.fail_open else "read-only actions only")
-    # Budgets still hold within this process, on an in-memory database.
     memory = SqliteDatabase(":memory:")
     stack.push_async_callback(memory.close)
     await memory.open()
-    reputation, ledger = SqliteReputationStore(memory), SqliteCostLedger(memory)
-    await reputation.migrate()
-    await ledger.migrate()
-    audit: AuditLog = LogAuditLog()
-    return GovernanceGate(
-        reputation=reputation, ledger=ledger, audit=audit, degraded_reason=reason, fail_open=governance.fail_open,
-        **common,
+    return memory, reason
+
+
+async def _open_governance(
+    settings: Settings, redactor: Redactor, db: SqliteDatabase, degraded_reason: str | None, stack: AsyncExitStack
+) -> GovernanceGate:
+    governance = settings.governance
+    common = dict(
+        policy=PolicyTable.load(governance.policy),
+        limits=BudgetLimits.from_settings(governance.budget),
+        probation_tasks=governance.probation_tasks,
+        redactor=redactor,
+        reputation=SqliteReputationStore(db),
+        ledger=SqliteCostLedger(db),
+    )
+    await common["reputation"].migrate()
+    await common["ledger"].migrate()
+    if degraded_reason is None:
+        try:
+            audit = SqliteAuditLog(db)
+            await audit.migrate()
+            stack.push_async_callback(audit.close)
+            log.info("✅ Governance modules initialized")
+            gate = GovernanceGate(audit=audit, **common)
+            await gate.register(governance.agent_name)
+            return gate
+        except (sqlite3.Error, OSError) as exc:
+            degraded_reason = f"registration failed: {type(exc).__name__}: {redactor.text(str(exc))}"
+    log.warning("⚠️ Could not register with Governance (degraded mode)")
+    mode = "running UNCONSTRAINED (fail_open)" if governance.fail_open else "read-only actions only"
+    log.warning("   %s; %s", degraded_reason, mode)
+    # Budgets still hold within this process: in degraded mode `db` is an in-memory database.
+    audit_log: AuditLog = LogAuditLog()
+    return GovernanceGate(audit=audit_log, degraded_reason=degraded_reason, fail_open=governance.fail_open, **common)
+
+
+def _vercel_client(settings: Settings, http: httpx2.AsyncClient) -> VercelClient | None:
+    vercel = settings.vercel
+    if vercel.token is None:
+        return None
+    return VercelClient(
+        http,
+        base_url=vercel.api_url,
+        token=vercel.token.get_secret_value(),
+        team_id=vercel.team_id,
+        max_attempts=vercel.max_attempts,
+        list_version=vercel.list_version,
+        timeout_s=vercel.timeout_s,
     )
 
 

@@ -88,7 +88,7 @@ def test_tools_lists_the_registry_with_schemas(env):
     result = runner.invoke(app, ["tools", "--json"])
     assert result.exit_code == 0
     tools = {tool["name"]: tool for tool in json.loads(result.stdout)}
-    assert set(tools) == {"get_system_metrics", "check_service_health", "execute_task"}
+    assert {"get_system_metrics", "check_service_health", "execute_task", "deploy", "rollback"} <= set(tools)
     assert tools["check_service_health"]["actions"] == {"health_check": "sandbox_only"}
     assert tools["check_service_health"]["input_schema"]["properties"]["service"]["description"]
     assert tools["get_system_metrics"]["annotations"]["readOnlyHint"] is True

@@ -23,6 +23,17 @@ SAMPLE_ARGUMENTS = {
     "get_system_metrics": {},
     "check_service_health": {},
     "execute_task": {"task": "show system metrics"},
+    "deploy": {"project": "demo-app", "environment": "preview"},
+    "get_deployment_status": {"deployment_id": "dpl_abc123"},
+    "wait_for_deployment": {"deployment_id": "dpl_abc123", "timeout_s": 1},
+    "list_deployments": {},
+    "rollback": {"project": "demo-app"},
+    "promote": {"deployment_id": "dpl_abc123"},
+    "cancel_deployment": {"deployment_id": "dpl_abc123"},
+    "list_env_vars": {"project": "demo-app"},
+    "set_env_var": {"project": "demo-app", "key": "FEATURE_FLAG", "value": "on", "environments": ["preview"]},
+    "delete_env_var": {"project": "demo-app", "key": "FEATURE_FLAG"},
+    "list_deployment_history": {},
 }
 WRONG_TYPE = {"an": "object where a scalar or list belongs"}
 

@@ -68,11 +68,15 @@ def test_negations_are_not_acted_on(planner):
     assert plan.calls == [] and "negation" in plan.not_understood[0]
 
 
+def test_a_deploy_without_a_known_project_asks_which(planner):
+    plan = planner.plan("Deploy latest changes to production", FACTS)
+    assert plan.calls == [] and "which project?" in plan.not_understood[0]
+
+
 @pytest.mark.parametrize(
     "task",
     [
-        "Deploy latest changes to production",  # the seed's examples whose tools come in later issues
-        "Analyze error logs from the past hour and identify root causes",
+        "Analyze error logs from the past hour and identify root causes",  # tools of later issues
         "make me a sandwich",
     ],
 )
