@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -230,6 +231,100 @@ def call(
         return result.model_dump(mode="json")
 
     _print_json(_with_services(settings, work))
+
+
+@app.command()
+def deploy(
+    project: Annotated[str, typer.Argument(help="Vercel project name or id.")],
+    environment: Annotated[str, typer.Option("--env", "-e", help="production, staging or preview.")] = "preview",
+    branch: Annotated[Optional[str], typer.Option(help="Git branch (default: production branch or main).")] = None,
+    low_risk: Annotated[bool, typer.Option("--low-risk", help="Mark a production change as low-risk.")] = False,
+    no_wait: Annotated[bool, typer.Option("--no-wait", help="Return once the deployment is created.")] = False,
+    idempotency_key: Annotated[Optional[str], typer.Option(help="Repeat with the same key: carried out once.")] = None,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+    quiet: QuietOption = False,
+) -> None:
+    """Deploy a branch to Vercel (through the gate), following the build live."""
+    arguments = {"project": project, "environment": environment, "branch": branch, "low_risk": low_risk,
+                 "wait": not no_wait, "idempotency_key": idempotency_key}
+    result = _call_with_progress(config, quiet, "deploy", {k: v for k, v in arguments.items() if v is not None})
+    if as_json:
+        _print_json(result)
+        return
+    colour = "green" if result["state"] == "READY" else "yellow"
+    out.print(f"[bold {colour}]{result['state']}[/] {result['id']} {result['environment']} · {result['deployment_url']}")
+    if result.get("reused"):
+        out.print("[dim]this request was already carried out (same idempotency key): nothing new was deployed[/dim]")
+
+
+@app.command()
+def rollback(
+    deployment_id: Annotated[Optional[str], typer.Argument(help="The production deployment to undo.")] = None,
+    to: Annotated[Optional[str], typer.Option("--to", help="Roll back to this deployment id.")] = None,
+    project: Annotated[Optional[str], typer.Option(help="Project (needed without a deployment id).")] = None,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+    quiet: QuietOption = False,
+) -> None:
+    """Undo a production deployment: production returns to the previous READY one (no rebuild)."""
+    arguments = {"deployment_id": deployment_id, "target_deployment_id": to, "project": project}
+    result = _call_with_progress(config, quiet, "rollback", {k: v for k, v in arguments.items() if v is not None})
+    if as_json:
+        _print_json(result)
+    else:
+        out.print(result["note"], highlight=False)
+
+
+@app.command()
+def deployments(
+    project: Annotated[Optional[str], typer.Option(help="Only this project.")] = None,
+    environment: Annotated[Optional[str], typer.Option("--env", "-e", help="production, staging or preview.")] = None,
+    action: Annotated[Optional[str], typer.Option(help="deploy, rollback, promote or cancel.")] = None,
+    outcome: Annotated[Optional[str], typer.Option(help="pending, ready, failed, canceled or done.")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=500)] = 20,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """The deployment history: who deployed, rolled back or promoted what, when, where, and how it ended."""
+    arguments = {"project": project, "environment": environment, "action": action, "outcome": outcome, "limit": limit}
+    result = _call_with_progress(config, True, "list_deployment_history", {k: v for k, v in arguments.items() if v is not None})
+    if as_json:
+        _print_json(result["entries"])
+        return
+    table = Table("when (UTC)", "action", "by", "project", "env", "branch", "deployment", "outcome", "s")
+    for e in result["entries"]:
+        table.add_row(
+            e["requested_at"][:19].replace("T", " "), e["action"], e["requested_by"], e["project"], e["environment"],
+            e["branch"] or "", e["deployment_id"] or "", e["outcome"], f"{e['duration_s']:.1f}" if e["duration_s"] else "",
+        )
+    out.print(table)
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def sandbox(ctx: typer.Context) -> None:
+    """Run the local stand-ins (the Vercel API emulator): `python -m sandbox` with the same arguments."""
+    # A new process, not an import: ops_agent never depends on the sandbox package.
+    os.execv(sys.executable, [sys.executable, "-m", "sandbox", *ctx.args])
+
+
+def _call_with_progress(config: Path | None, quiet: bool, tool: str, arguments: dict[str, Any]) -> dict:
+    """One governed tool call from the CLI, with its progress shown live on stderr."""
+    settings = _settings(config, quiet)
+
+    async def work(services: Services) -> dict:
+        with err.status(f"{tool}…") as status:
+
+            async def progress(done: float, total: float | None, message: str | None) -> None:
+                if message:
+                    status.update(f"{tool}: {message[:100]}")
+                    if not quiet and tool != "list_deployment_history":
+                        err.print(f"[dim]{message}[/dim]", highlight=False, markup=False)
+
+            result = await services.registry.invoke(_caller(services), tool, arguments, progress=progress)
+        return result.model_dump(mode="json")
+
+    return _with_services(settings, work)
 
 
 @app.command()

@@ -130,6 +130,8 @@ class TaskLoop:
                     result = await self._act(caller, call, seen)
                     consequential |= result.ok and self._is_consequential(call.tool)
                     results.append(result)
+                    if result.ok and result.output and result.output.get("deployment_url"):
+                        report.deployment_url = result.output["deployment_url"]
                     report.steps.append(
                         Step(tool=call.tool, arguments=call.arguments, ok=result.ok, summary=result.summary,
                              error=result.error, output=result.output)
