@@ -135,7 +135,7 @@ class VercelSettings(_Section):
     )
     staging_environment: str = Field("staging", description="Slug of the custom environment used as staging.")
     timeout_s: float = Field(30.0, gt=0, description="Timeout of one API request.")
-    max_attempts: int = Field(5, ge=1, le=10, description="Attempts per request on 429, 5xx and lost connections.")
+    max_attempts: int = Field(6, ge=1, le=10, description="Attempts per request on 429, 5xx and lost connections.")
     list_version: Literal[6, 7] = Field(6, description="Version of the list-deployments endpoint.")
     poll_interval_s: float = Field(2.0, gt=0, le=60, description="How often a build is polled while waiting.")
     deploy_timeout_s: float = Field(900.0, gt=0, description="How long a deploy waits for a final state.")

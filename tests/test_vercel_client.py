@@ -85,7 +85,7 @@ async def test_server_errors_are_retried_for_safe_requests_only():
     client, seen = client_with(lambda request: httpx2.Response(503, json=error_body("internal_server_error", "x")))
     with pytest.raises(VercelError) as caught:
         await client.get_deployment("dpl_abc")
-    assert len(seen) == 5 and caught.value.retryable  # max_attempts
+    assert len(seen) == 6 and caught.value.retryable  # max_attempts
     client, seen = client_with(lambda request: httpx2.Response(500, json=error_body("internal_server_error", "x")))
     with pytest.raises(VercelError):
         await client.create_deployment({"name": "demo"})

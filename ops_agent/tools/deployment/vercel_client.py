@@ -59,7 +59,7 @@ class VercelClient:
         base_url: str,
         token: str,
         team_id: str | None = None,
-        max_attempts: int = 5,
+        max_attempts: int = 6,
         backoff_s: float = 0.5,
         max_backoff_s: float = 8.0,
         max_retry_after_s: float = 60.0,
