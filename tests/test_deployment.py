@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -310,3 +311,59 @@ async def test_without_a_token_the_tools_say_how_to_configure(tmp_path):
     async with open_services(load_settings(environ={"OPS_AGENT_DB": str(tmp_path / "x.db")})) as services:
         with pytest.raises(ToolFailed, match="Vercel is not configured: set VERCEL_TOKEN"):
             await services.registry.invoke(services.identity, "list_deployments", {})
+
+
+def test_the_cli_deploys_and_lists_history(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from ops_agent.cli import app
+
+    with VercelEmulator(EmulatorConfig(build_time_s=0.05, seed=5)) as emulator:
+        monkeypatch.setenv("OPS_AGENT_CONFIG", str(tmp_path / "cli.yaml"))
+        (tmp_path / "cli.yaml").write_text(
+            f"storage:\n  path: {tmp_path / 'cli.db'}\nvercel:\n  api_url: {emulator.base_url}\n"
+            f"  team_id: {emulator.team_id}\n  poll_interval_s: 0.02\n"
+        )
+        monkeypatch.setenv("VERCEL_TOKEN", emulator.token)
+        runner = CliRunner()
+        deployed = runner.invoke(app, ["deploy", PROJECT, "--env", "preview", "--json", "-q"])
+        assert deployed.exit_code == 0, deployed.output
+        result = json.loads(deployed.stdout)
+        assert result["state"] == "READY"
+        denied = runner.invoke(app, ["deploy", PROJECT, "--env", "production", "-q"])
+        assert denied.exit_code == 1 and "deploy:production needs prod_full_access" in denied.output
+        history = runner.invoke(app, ["deployments", "--json"])
+        assert history.exit_code == 0
+        assert [entry["deployment_id"] for entry in json.loads(history.stdout)] == [result["id"]]
+        table = runner.invoke(app, ["deployments"])
+        assert table.exit_code == 0 and "deploy" in table.stdout and "ready" in table.stdout
+
+
+def test_python_m_sandbox_serves_the_api(tmp_path):
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "sandbox", "--port", str(port), "--build-time-s", "0.05"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                answer = httpx2.get(f"http://127.0.0.1:{port}/v9/projects/{PROJECT}",
+                                    headers={"Authorization": "Bearer sandbox-token"}, timeout=1)
+                break
+            except httpx2.TransportError:
+                assert time.monotonic() < deadline and process.poll() is None, "the emulator did not start"
+                time.sleep(0.1)
+        assert answer.status_code == 200 and answer.json()["name"] == PROJECT
+    finally:
+        process.terminate()
+        output = process.communicate(timeout=10)[0]
+    assert f"VERCEL_API_URL=http://127.0.0.1:{port}" in output and "VERCEL_TOKEN=sandbox-token" in output
