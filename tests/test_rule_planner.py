@@ -124,3 +124,36 @@ async def test_health_of_a_configured_service_end_to_end(tmp_path):
     assert report.steps[1].output["services"][0]["status"] == "down"
     assert "1/1 services up: api up" in report.summary
     assert "web down (expected HTTP 200, got 503)" in report.summary
+
+
+DEPLOY_FACTS = {"services": ["api"], "projects": ["web", "shop-api"], "default_project": "web"}
+
+
+@pytest.mark.parametrize(
+    ("task", "expected"),
+    [
+        ("Deploy latest changes to production", [("deploy", {"project": "web", "environment": "production"})]),
+        ("ship shop-api to staging from branch release-2",
+         [("deploy", {"project": "shop-api", "environment": "staging", "branch": "release-2"})]),
+        ("deploy web", [("deploy", {"project": "web", "environment": "preview"})]),
+        ("roll back production", [("rollback", {"project": "web"})]),
+        ("rollback dpl_abc123 to dpl_old999", [("rollback", {"deployment_id": "dpl_abc123", "target_deployment_id": "dpl_old999"})]),
+        ("undo the last deploy of shop-api", [("rollback", {"project": "shop-api"})]),
+        ("what's the status of dpl_abc123", [("get_deployment_status", {"deployment_id": "dpl_abc123"})]),
+        ("show recent deployments of shop-api", [("list_deployments", {"project": "shop-api"})]),
+        ("deployment history", [("list_deployment_history", {})]),
+        ("who deployed shop-api?", [("list_deployment_history", {"project": "shop-api"})]),
+        ("list env vars of shop-api", [("list_env_vars", {"project": "shop-api"})]),
+        ("cancel the build dpl_abc123", [("cancel_deployment", {"deployment_id": "dpl_abc123"})]),
+    ],
+)
+def test_deployment_phrasings(planner, task, expected):
+    plan = planner.plan(task, DEPLOY_FACTS)
+    assert [(c.tool, c.arguments) for c in plan.calls] == expected
+    assert plan.not_understood == []
+
+
+def test_never_deploy_when_told_not_to(planner):
+    plan = planner.plan("check the api health but don't deploy to production", DEPLOY_FACTS)
+    assert [c.tool for c in plan.calls] == ["check_service_health"]
+    assert "negation" in plan.not_understood[0]

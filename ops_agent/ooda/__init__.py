@@ -64,7 +64,7 @@ def execute_task_spec(loop: TaskLoop) -> ToolSpec:
         handler=execute_task,
         actions=("task:execute",),
         annotations=ToolAnnotations(read_only_hint=False, destructive_hint=True, open_world_hint=True),
-        timeout_s=900,
+        timeout_s=3600,  # a task may wait for builds
         planner_visible=False,
         opens_task=True,
         summarize=lambda report: f"{report.status}: {report.summary.splitlines()[0] if report.summary else ''}",

@@ -38,6 +38,7 @@ __all__ = [
 
 PROJECT_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9._-]*$"
 DEPLOYMENT_ID = r"^(dpl_[A-Za-z0-9]+|[a-z0-9][a-z0-9.-]*\.[a-z]{2,})$"
+ENV_WRITE_ACTIONS = ("env:write:sandbox", "env:write:preview", "env:write:staging", "env:write:production")
 States = Literal["QUEUED", "INITIALIZING", "BUILDING", "READY", "ERROR", "CANCELED", "BLOCKED", "DELETED"]
 
 
@@ -207,6 +208,7 @@ def deployment_specs(tool: DeploymentTool, settings: VercelSettings) -> list[Too
 
     read = ToolAnnotations(read_only_hint=True, idempotent_hint=True, open_world_hint=True)
     read_local = ToolAnnotations(read_only_hint=True, idempotent_hint=True, open_world_hint=False)
+    changes_production = ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent_hint=True, open_world_hint=True)
     wait_s = settings.deploy_timeout_s + 120
     return [
         ToolSpec(
@@ -220,7 +222,7 @@ def deployment_specs(tool: DeploymentTool, settings: VercelSettings) -> list[Too
             input_model=DeployInput, output_model=DeployResult, handler=deploy,
             actions=("deploy:sandbox", "deploy:preview", "deploy:staging", "deploy:production:low_risk", "deploy:production"),
             action=deploy_action,
-            annotations=ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent_hint=True, open_world_hint=True),
+            annotations=changes_production,
             timeout_s=wait_s,
             summarize=lambda r: f"{r.project} {r.environment} {r.id} {r.state}" + (f" at {r.deployment_url}" if r.deployment_url else ""),
             intents=(Intent(patterns=(r"\b(deploy|ship|release|roll\s*out)\b",), arguments=_deploy_arguments),),
@@ -272,7 +274,7 @@ def deployment_specs(tool: DeploymentTool, settings: VercelSettings) -> list[Too
             description="Point production at a READY production deployment (no rebuild); also turns automatic production assignment back on after a rollback.",
             input_model=ScopedDeploymentInput, output_model=DeploymentInfo, handler=promote,
             actions=("deploy:sandbox", "deploy:production"), action=promote_action,
-            annotations=ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent_hint=True, open_world_hint=True),
+            annotations=changes_production,
             timeout_s=120,
             summarize=lambda r: f"production now serves {r.id}",
         ),
@@ -301,9 +303,7 @@ def deployment_specs(tool: DeploymentTool, settings: VercelSettings) -> list[Too
             title="Set an environment variable",
             description="Create or overwrite a project environment variable for some environments. The value is never echoed.",
             input_model=SetEnvVarInput, output_model=EnvVarChange, handler=set_env_var,
-            actions=("env:write:sandbox", "env:write:preview", "env:write:staging", "env:write:production"), action=env_action,
-            annotations=ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent_hint=True, open_world_hint=True),
-            timeout_s=60,
+            actions=ENV_WRITE_ACTIONS, action=env_action, annotations=changes_production, timeout_s=60,
             summarize=lambda r: f"{r.key} {r.change} in {', '.join(r.environments)}",
         ),
         ToolSpec(
@@ -311,9 +311,7 @@ def deployment_specs(tool: DeploymentTool, settings: VercelSettings) -> list[Too
             title="Delete an environment variable",
             description="Remove a project environment variable from some or all environments.",
             input_model=DeleteEnvVarInput, output_model=EnvVarChange, handler=delete_env_var,
-            actions=("env:write:sandbox", "env:write:preview", "env:write:staging", "env:write:production"), action=env_action,
-            annotations=ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent_hint=True, open_world_hint=True),
-            timeout_s=60,
+            actions=ENV_WRITE_ACTIONS, action=env_action, annotations=changes_production, timeout_s=60,
             summarize=lambda r: f"{r.key} deleted from {', '.join(r.environments)}",
         ),
         ToolSpec(
@@ -331,7 +329,7 @@ def deployment_specs(tool: DeploymentTool, settings: VercelSettings) -> list[Too
 # -- how the offline planner reads deployment requests -------------------------------------------------
 
 _DEPLOYMENT = re.compile(r"\bdpl_[A-Za-z0-9]+\b")
-_BRANCH = re.compile(r"\b(?:branch|from)\s+(?!the\b)([A-Za-z0-9_][A-Za-z0-9_./-]*)", re.I)
+_BRANCH = re.compile(r"\b(?:from\s+(?:the\s+)?(?:branch\s+)?|branch\s+)([A-Za-z0-9_][A-Za-z0-9_./-]*)", re.I)
 
 
 def _named_project(clause: str, facts: Mapping[str, Any]) -> str | None:
