@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from ops_agent.errors import ConfigError
 
@@ -111,17 +111,41 @@ class MCPSettings(_Section):
 
 
 class ServiceCheck(_Section):
+    """One service to watch: an HTTP(S) URL or a TCP host:port."""
+
     name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-    url: str = Field(description="http:// or https:// URL to probe.")
-    expected_status: int = Field(200, ge=100, le=599)
-    timeout_s: float = Field(5.0, gt=0, le=120)
+    url: str | None = Field(None, description="http:// or https:// URL to probe.")
+    tcp: str | None = Field(None, description="host:port that must accept a TCP connection.")
+    expected_status: int = Field(200, ge=100, le=599, description="HTTP status that means up.")
+    body_contains: str | None = Field(None, max_length=1000, description="Text the HTTP body must contain.")
+    timeout_s: float = Field(5.0, gt=0, le=120, description="A probe taking longer is down.")
+    interval_s: float = Field(30.0, ge=1, le=86400, description="How often the service is probed in the background.")
+    tls_ca_file: Path | None = Field(None, description="CA bundle to trust for this HTTPS service (private CAs).")
 
     @field_validator("url")
     @classmethod
-    def _http_url(cls, url: str) -> str:
-        if not re.match(r"^https?://[^\s/]+", url):
+    def _http_url(cls, url: str | None) -> str | None:
+        if url is not None and not re.match(r"^https?://[^\s/]+", url):
             raise ValueError("must be an http:// or https:// URL")
         return url
+
+    @field_validator("tcp")
+    @classmethod
+    def _host_port(cls, target: str | None) -> str | None:
+        if target is not None and not re.match(r"^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):\d{1,5}$", target):
+            raise ValueError("must be host:port, e.g. db.internal:5432 or [::1]:6379")
+        return target
+
+    @model_validator(mode="after")
+    def _one_target(self) -> ServiceCheck:
+        if (self.url is None) == (self.tcp is None):
+            raise ValueError("give exactly one of url and tcp")
+        return self
+
+
+class MonitoringSettings(_Section):
+    sample_interval_s: float = Field(5.0, ge=0.5, le=3600, description="How often system metrics are sampled.")
+    top_processes: int = Field(5, ge=0, le=50, description="Processes listed by CPU and by memory.")
 
 
 class VercelSettings(_Section):
@@ -161,6 +185,7 @@ class Settings(_Section):
     governance: GovernanceSettings = GovernanceSettings()
     llm: LLMSettings = LLMSettings()
     mcp: MCPSettings = MCPSettings()
+    monitoring: MonitoringSettings = MonitoringSettings()
     services: Annotated[list[ServiceCheck], Field(description="Services whose health is checked.")] = []
     vercel: VercelSettings = VercelSettings()
     notify: NotifySettings = NotifySettings()

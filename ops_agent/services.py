@@ -6,6 +6,8 @@ the MCP server (its lifespan) and the Python API (`OpsAgentOODA`). Nothing here 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import sqlite3
 import sys
@@ -106,10 +108,17 @@ async def open_services(
         db, degraded_reason = await _open_database(settings, redactor, stack)
         gate = await _open_governance(settings, redactor, db, degraded_reason, stack)
         registry = ToolRegistry(gate)
-        monitoring = MonitoringTool(settings.services, http)
+        monitoring = MonitoringTool(
+            settings.services,
+            http,
+            sample_interval_s=settings.monitoring.sample_interval_s,
+            top_processes=settings.monitoring.top_processes,
+        )
+        stack.push_async_callback(monitoring.aclose)
         if enable_monitoring:
             for spec in monitoring_specs(monitoring):
                 registry.register(spec)
+            stack.push_async_callback(_cancel, asyncio.create_task(monitoring.run(), name="monitoring"))
         history = SqliteDeploymentHistory(db)
         await history.migrate()
         deployment = DeploymentTool(_vercel_client(settings, http), history, settings.vercel)
@@ -174,6 +183,12 @@ async def _open_governance(
     # Budgets still hold within this process: in degraded mode `db` is an in-memory database.
     audit_log: AuditLog = LogAuditLog()
     return GovernanceGate(audit=audit_log, degraded_reason=degraded_reason, fail_open=governance.fail_open, **common)
+
+
+async def _cancel(task: asyncio.Task) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 def _vercel_client(settings: Settings, http: httpx2.AsyncClient) -> VercelClient | None:

@@ -69,15 +69,21 @@ async def test_system_metrics_are_real_and_plausible(http):
     assert len(first.load_average) == 3
 
 
-async def test_cpu_readings_never_sleep_and_cover_a_real_window(http):
-    tool = MonitoringTool([], http)
+async def test_readings_never_sleep_and_cover_a_real_window(http):
+    tool = MonitoringTool([], http, sample_interval_s=0.1)
+    first = await tool.get_system_metrics()
+    assert first.disk_read_bytes_per_s is None  # no window yet: no rates, CPU since boot
     started = time.perf_counter()
     readings = [await tool.get_system_metrics() for _ in range(20)]
-    assert time.perf_counter() - started < 2  # no interval sleep per call (loose bound: a shared machine)
-    assert all(reading.cpu_window_s > 0 for reading in readings)
+    assert time.perf_counter() - started < 2  # answered from the latest sample (loose bound: a shared machine)
+    assert all(reading is first for reading in readings)
     await asyncio.sleep(0.3)
     later = await tool.get_system_metrics()
     assert 0.25 <= later.cpu_window_s < 60
+    assert len(later.cpu_per_core) == later.cpu_count
+    assert later.disk_read_bytes_per_s is not None and later.net_recv_bytes_per_s is not None
+    assert later.top_cpu and later.top_memory and later.process_count > 1
+    assert all(disk.total_bytes > 0 for disk in later.disks)
 
 
 async def test_event_loop_stays_free_while_sampling(http):
@@ -113,7 +119,7 @@ async def test_health_of_every_service_at_once(http, base_url):
     assert by_name["api"].status == "up" and by_name["api"].http_status == 200 and by_name["api"].latency_ms > 0
     assert by_name["jobs"].status == "up"
     assert by_name["web"].status == "down" and by_name["web"].error == "expected HTTP 200, got 503"
-    assert by_name["gone"].status == "down" and "connection failed" in by_name["gone"].error
+    assert by_name["gone"].status == "down" and "connection refused" in by_name["gone"].error
     assert by_name["slow"].status == "down" and by_name["slow"].error == "no answer within 0.3 s"
     assert elapsed < 1.9  # concurrent: the slow one costs its own timeout, not a sum
 
@@ -135,4 +141,108 @@ async def test_credentials_in_a_service_url_never_show(http, base_url):
     url = base_url.replace("http://", "http://admin:hunter2secret@") + "/health"
     report = await MonitoringTool([ServiceCheck(name="api", url=url)], http).check_service_health()
     assert "hunter2secret" not in report.model_dump_json()
-    assert report.services[0].url == f"{base_url}/health"
+    assert report.services[0].target == f"{base_url}/health"
+
+
+async def test_tcp_checks_and_body_matches(http, base_url):
+    import socket
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    closed_port = closed.getsockname()[1]
+    closed.close()
+    try:
+        services = [
+            ServiceCheck(name="db", tcp=f"127.0.0.1:{listener.getsockname()[1]}"),
+            ServiceCheck(name="cache", tcp=f"127.0.0.1:{closed_port}", timeout_s=2),
+            ServiceCheck(name="api", url=f"{base_url}/health", body_contains='"ok": true'),
+            ServiceCheck(name="api-wrong-body", url=f"{base_url}/health", body_contains="ready"),
+        ]
+        report = await MonitoringTool(services, http).check_service_health()
+    finally:
+        listener.close()
+    by_name = {service.name: service for service in report.services}
+    assert by_name["db"].status == "up" and by_name["db"].target.startswith("127.0.0.1:")
+    assert by_name["cache"].status == "down" and "cannot connect" in by_name["cache"].error
+    assert by_name["api"].status == "up"
+    assert by_name["api-wrong-body"].status == "down" and "does not contain 'ready'" in by_name["api-wrong-body"].error
+
+
+async def test_uptime_failures_in_a_row_and_latency_percentiles(http, base_url):
+    tool = MonitoringTool(
+        [ServiceCheck(name="api", url=f"{base_url}/health"), ServiceCheck(name="web", url=f"{base_url}/broken")], http
+    )
+    for _ in range(4):
+        report = await tool.check_service_health()
+    api, web = report.services
+    assert (api.uptime_percent, api.consecutive_failures) == (100.0, 0)
+    assert (web.uptime_percent, web.consecutive_failures) == (0.0, 4)
+    assert api.latency_p50_ms is not None and api.latency_p50_ms <= api.latency_p95_ms <= api.latency_p99_ms
+    assert web.latency_p50_ms is None  # only answers that were up count toward latency
+
+
+async def test_the_background_loop_probes_each_service_on_its_interval(http, base_url):
+    seen: list[str] = []
+
+    async def on_probe(result) -> None:
+        seen.append(result.name)
+
+    tool = MonitoringTool(
+        [ServiceCheck(name="fast", url=f"{base_url}/health", interval_s=1),
+         ServiceCheck(name="slow", url=f"{base_url}/health", interval_s=3600)],
+        http, sample_interval_s=0.5, on_probe=on_probe,
+    )
+    task = asyncio.create_task(tool.run())
+    try:
+        for _ in range(100):
+            if seen.count("fast") >= 2:
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    assert seen.count("fast") >= 2 and seen.count("slow") == 1
+    assert tool.health.last("fast").status == "up"
+
+
+def _make_certificates(directory) -> tuple[str, str, str]:
+    """A CA and a server certificate for 127.0.0.1 valid 30 days, made with the openssl command line."""
+    import subprocess
+
+    def run(*args: str) -> None:
+        subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=directory)
+
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "365", "-subj", "/CN=test-ca")
+    run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1")
+    (directory / "ext.cnf").write_text("subjectAltName=IP:127.0.0.1\n")
+    run("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+        "-out", "server.pem", "-days", "30", "-extfile", "ext.cnf")
+    return str(directory / "ca.pem"), str(directory / "server.pem"), str(directory / "server.key")
+
+
+async def test_tls_days_left(tmp_path):
+    import ssl
+
+    ca, certificate, key = _make_certificates(tmp_path)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(certificate, key)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"https://127.0.0.1:{server.server_address[1]}/health"
+        async with httpx2.AsyncClient() as http:  # the default trust store: the service's own CA file is used
+            tool = MonitoringTool([ServiceCheck(name="secure", url=url, tls_ca_file=ca)], http)
+            report = await tool.check_service_health()
+            await tool.aclose()
+    finally:
+        server.shutdown()
+        server.server_close()
+    [secure] = report.services
+    assert secure.status == "up", secure.error
+    assert 28 < secure.tls_days_left <= 30

@@ -10,15 +10,21 @@ from mcp.types import ToolAnnotations
 from pydantic import Field
 
 from ops_agent.registry import Intent, ToolContext, ToolInput, ToolSpec
-from ops_agent.tools.monitoring.monitoring_tool import (
-    DiskUsage,
-    HealthReport,
-    MonitoringTool,
-    ServiceHealth,
-    SystemMetrics,
-)
+from ops_agent.tools.monitoring.health import HealthChecker, ServiceHealth
+from ops_agent.tools.monitoring.monitoring_tool import HealthReport, MonitoringTool
+from ops_agent.tools.monitoring.sampler import DiskUsage, ProcessUsage, SystemMetrics, SystemSampler
 
-__all__ = ["DiskUsage", "HealthReport", "MonitoringTool", "ServiceHealth", "SystemMetrics", "monitoring_specs"]
+__all__ = [
+    "DiskUsage",
+    "HealthChecker",
+    "HealthReport",
+    "MonitoringTool",
+    "ProcessUsage",
+    "ServiceHealth",
+    "SystemMetrics",
+    "SystemSampler",
+    "monitoring_specs",
+]
 
 
 class GetSystemMetricsInput(ToolInput):

@@ -1,57 +1,29 @@
-"""MonitoringTool: system metrics (psutil) and service health (HTTP), with the seed's API."""
+"""MonitoringTool: the seed's get_system_metrics and check_service_health, kept fresh in the background.
+
+`run()` is the background loop (started by the composition root): a system sample every
+`sample_interval_s`, and each service probed on its own `interval_s`. `get_system_metrics()` answers from
+the latest sample at once; it samples on the spot only when there is no recent one (a one-shot CLI run).
+Each sample and probe is handed to `on_sample` / `on_probe` when given (the series store records them).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
-from datetime import UTC, datetime
-from typing import Literal
-from urllib.parse import urlsplit, urlunsplit
+from collections.abc import Awaitable, Callable
 
 import httpx2
-import psutil
-from pydantic import BaseModel, Field
+from pydantic import BaseModel
 
 from ops_agent.config import ServiceCheck
 from ops_agent.errors import ToolRetry
+from ops_agent.tools.monitoring.health import HealthChecker, ServiceHealth
+from ops_agent.tools.monitoring.sampler import SystemMetrics, SystemSampler
 
-__all__ = ["DiskUsage", "HealthReport", "MonitoringTool", "ServiceHealth", "SystemMetrics"]
+__all__ = ["HealthReport", "MonitoringTool"]
 
-# psutil measures CPU between two calls; a reading is refreshed at most this often so that callers
-# in a tight loop get a meaningful figure instead of a percentage over a few microseconds.
-CPU_MIN_WINDOW_S = 0.25
-
-
-class DiskUsage(BaseModel):
-    mount: str
-    total_bytes: int
-    used_bytes: int
-    percent: float
-
-
-class SystemMetrics(BaseModel):
-    sampled_at: datetime
-    cpu_percent: float = Field(description="CPU busy % across all cores over cpu_window_s.")
-    cpu_window_s: float = Field(description="Seconds the CPU figure covers.")
-    cpu_count: int
-    load_average: tuple[float, float, float] = Field(description="1, 5 and 15 minute load averages.")
-    memory_total_bytes: int
-    memory_used_bytes: int
-    memory_percent: float
-    swap_percent: float
-    disks: list[DiskUsage]
-    process_count: int
-    uptime_s: float
-
-
-class ServiceHealth(BaseModel):
-    name: str
-    url: str = Field(description="The probed URL, without any credentials.")
-    status: Literal["up", "down"]
-    http_status: int | None = None
-    latency_ms: float | None = None
-    error: str | None = None
-    checked_at: datetime
+log = logging.getLogger(__name__)
 
 
 class HealthReport(BaseModel):
@@ -62,92 +34,84 @@ class HealthReport(BaseModel):
 
 
 class MonitoringTool:
-    def __init__(self, services: list[ServiceCheck], http: httpx2.AsyncClient) -> None:
-        self.services = {service.name: service for service in services}
-        self.http = http
-        psutil.cpu_percent(interval=None)  # start psutil's CPU window
-        # (taken at, percent, window it covers); until the first window closes, the average since boot.
-        self._cpu = (time.monotonic(), self._cpu_since_boot(), time.time() - psutil.boot_time())
+    def __init__(
+        self,
+        services: list[ServiceCheck],
+        http: httpx2.AsyncClient,
+        *,
+        sample_interval_s: float = 5.0,
+        top_processes: int = 5,
+        on_sample: Callable[[SystemMetrics], Awaitable[None]] | None = None,
+        on_probe: Callable[[ServiceHealth], Awaitable[None]] | None = None,
+    ) -> None:
+        self.health = HealthChecker(services, http)
+        self.sample_interval_s = sample_interval_s
+        self.on_sample = on_sample
+        self.on_probe = on_probe
+        self._sampler = SystemSampler(top_n=top_processes)
+        self._latest: tuple[float, SystemMetrics] | None = None
+        self._sampling = asyncio.Lock()
+
+    async def aclose(self) -> None:
+        await self.health.aclose()
+
+    @property
+    def services(self) -> dict[str, ServiceCheck]:
+        return self.health.services
 
     async def get_system_metrics(self) -> SystemMetrics:
-        """A snapshot of CPU, load, memory, swap, disk and processes. Reads /proc off the event loop."""
-        return await asyncio.to_thread(self._sample)
+        """The latest sample if it is recent, else a new one. Never blocks the event loop."""
+        if self._latest and time.monotonic() - self._latest[0] <= 2 * self.sample_interval_s:
+            return self._latest[1]
+        return await self._sample()
 
-    def _sample(self) -> SystemMetrics:
-        cpu_percent, cpu_window_s = self._cpu_reading()
-        memory = psutil.virtual_memory()
-        root = psutil.disk_usage("/")
-        return SystemMetrics(
-            sampled_at=datetime.now(UTC),
-            cpu_percent=cpu_percent,
-            cpu_window_s=round(cpu_window_s, 3),
-            cpu_count=psutil.cpu_count() or 1,
-            load_average=psutil.getloadavg(),
-            memory_total_bytes=memory.total,
-            memory_used_bytes=memory.total - memory.available,
-            memory_percent=memory.percent,
-            swap_percent=psutil.swap_memory().percent,
-            disks=[DiskUsage(mount="/", total_bytes=root.total, used_bytes=root.used, percent=root.percent)],
-            process_count=len(psutil.pids()),
-            uptime_s=round(time.time() - psutil.boot_time(), 1),
-        )
-
-    def _cpu_reading(self) -> tuple[float, float]:
-        now = time.monotonic()
-        if now - self._cpu[0] >= CPU_MIN_WINDOW_S:
-            self._cpu = (now, psutil.cpu_percent(interval=None), now - self._cpu[0])
-        return self._cpu[1], self._cpu[2]
-
-    @staticmethod
-    def _cpu_since_boot() -> float:
-        times = psutil.cpu_times()
-        total = sum(times)
-        return round(100.0 * (1 - (times.idle + getattr(times, "iowait", 0.0)) / total), 1) if total else 0.0
+    async def _sample(self) -> SystemMetrics:
+        async with self._sampling:  # psutil's CPU windows are per process: one reader at a time
+            metrics = await asyncio.to_thread(self._sampler.sample)
+            self._latest = (time.monotonic(), metrics)
+        if self.on_sample is not None:
+            await self.on_sample(metrics)
+        return metrics
 
     async def check_service_health(self, service: str | None = None) -> HealthReport:
         """Probe one configured service, or all of them at once when `service` is None."""
         if service is not None and service not in self.services:
             known = ", ".join(sorted(self.services)) or "none are configured"
             raise ToolRetry(f"unknown service {service!r}; configured services: {known}")
-        targets = [self.services[service]] if service else list(self.services.values())
-        if not targets:
+        names = [service] if service else list(self.services)
+        if not names:
             return HealthReport(
-                services=[],
-                healthy=0,
-                unhealthy=0,
+                services=[], healthy=0, unhealthy=0,
                 note="no services are configured; add them under `services:` in the config file",
             )
-        results = await asyncio.gather(*(self._probe(target) for target in targets))
+        results = await self._probe(names)
         healthy = sum(result.status == "up" for result in results)
         return HealthReport(services=results, healthy=healthy, unhealthy=len(results) - healthy)
 
-    async def _probe(self, service: ServiceCheck) -> ServiceHealth:
-        started = time.perf_counter()
-        checked_at = datetime.now(UTC)
-        shown_url = _without_credentials(service.url)
-        try:
-            response = await self.http.get(service.url, timeout=service.timeout_s, follow_redirects=False)
-        except httpx2.TimeoutException:
-            error = f"no answer within {service.timeout_s:g} s"
-            return ServiceHealth(name=service.name, url=shown_url, status="down", error=error, checked_at=checked_at)
-        except httpx2.HTTPError as exc:
-            error = f"{type(exc).__name__}: connection failed"
-            return ServiceHealth(name=service.name, url=shown_url, status="down", error=error, checked_at=checked_at)
-        latency_ms = round((time.perf_counter() - started) * 1000, 2)
-        up = response.status_code == service.expected_status
-        return ServiceHealth(
-            name=service.name,
-            url=shown_url,
-            status="up" if up else "down",
-            http_status=response.status_code,
-            latency_ms=latency_ms,
-            error=None if up else f"expected HTTP {service.expected_status}, got {response.status_code}",
-            checked_at=checked_at,
-        )
+    async def run(self) -> None:
+        """Sample and probe forever, each on its own interval (cancel the task to stop)."""
+        due = {name: 0.0 for name in self.services}
+        next_sample = 0.0
+        while True:
+            now = time.monotonic()
+            try:
+                if now >= next_sample:
+                    next_sample = now + self.sample_interval_s
+                    await self._sample()
+                if ready := [name for name, at in due.items() if now >= at]:
+                    for name in ready:
+                        due[name] = now + self.services[name].interval_s
+                    await self._probe(ready)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # one bad round must not stop monitoring
+                log.exception("monitoring round failed")
+            wake = min([next_sample, *due.values()])
+            await asyncio.sleep(max(0.05, wake - time.monotonic()))
 
-
-def _without_credentials(url: str) -> str:
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    netloc = f"{host}:{parts.port}" if parts.port else host
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, ""))
+    async def _probe(self, names: list[str]) -> list[ServiceHealth]:
+        results = await self.health.check(names)
+        if self.on_probe is not None:
+            for result in results:
+                await self.on_probe(result)
+        return results
