@@ -30,13 +30,14 @@ from mcp.types import CallToolResult, TextContent
 from pydantic import ConfigDict
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 
 from ops_agent import __version__
 from ops_agent.errors import ConfigError, OpsAgentError
 from ops_agent.governance import Caller
 from ops_agent.registry import ToolSpec
 from ops_agent.services import Services
+from ops_agent.telemetry import CONTENT_TYPE_LATEST
 
 __all__ = ["build_http_app", "build_server"]
 
@@ -121,6 +122,17 @@ def build_server(services: Services, *, via: str = "mcp-stdio") -> MCPServer:
     @server.custom_route("/healthz", methods=["GET"])
     async def healthz(request: Request) -> JSONResponse:
         return JSONResponse({"status": "ok", "governance": "degraded" if services.gate.degraded else "normal"})
+
+    @server.custom_route("/metrics", methods=["GET"])
+    async def metrics(request: Request) -> Response:
+        """Prometheus exposition; behind the same bearer tokens as MCP when tokens are configured."""
+        if tokens:
+            scheme, _, token = request.headers.get("authorization", "").partition(" ")
+            if scheme.lower() != "bearer" or await _BearerTokens(tokens).verify_token(token) is None:
+                return Response("bearer token required\n", status_code=401, headers={"WWW-Authenticate": "Bearer"})
+        telemetry = services.telemetry
+        await telemetry.refresh(services.gate, services.monitoring, services.settings.governance.agent_name)
+        return Response(telemetry.exposition(), media_type=CONTENT_TYPE_LATEST)
 
     return server
 

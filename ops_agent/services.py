@@ -34,6 +34,7 @@ from ops_agent.ooda import Planner, RulePlanner, TaskLoop, execute_task_spec
 from ops_agent.redact import RedactingFilter, Redactor
 from ops_agent.registry import ToolRegistry
 from ops_agent.stores.sqlite import SqliteDatabase
+from ops_agent.telemetry import Telemetry
 from ops_agent.tools.deployment import DeploymentTool, SqliteDeploymentHistory, VercelClient, deployment_specs
 from ops_agent.tools.monitoring import MonitoringTool, monitoring_specs
 
@@ -55,6 +56,7 @@ class Services:
     loop: TaskLoop
     monitoring: MonitoringTool
     deployment: DeploymentTool
+    telemetry: Telemetry
     http: httpx2.AsyncClient
 
     @property
@@ -107,6 +109,8 @@ async def open_services(
             stack.push_async_callback(http.aclose)
         db, degraded_reason = await _open_database(settings, redactor, stack)
         gate = await _open_governance(settings, redactor, db, degraded_reason, stack)
+        telemetry = Telemetry()
+        gate.observers.append(telemetry.observe)
         registry = ToolRegistry(gate)
         monitoring = MonitoringTool(
             settings.services,
@@ -132,7 +136,7 @@ async def open_services(
         }
         loop = TaskLoop(registry, planner, gate, max_steps=settings.llm.max_steps, facts=facts)
         registry.register(execute_task_spec(loop))
-        yield Services(settings, redactor, gate, registry, loop, monitoring, deployment, http)
+        yield Services(settings, redactor, gate, registry, loop, monitoring, deployment, telemetry, http)
 
 
 async def _open_database(

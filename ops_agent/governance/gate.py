@@ -83,6 +83,7 @@ class GovernanceGate:
         self._agents: dict[str, tuple[float, AgentRecord]] = {}
         self._refreshing: dict[str, asyncio.Future[AgentRecord]] = {}
         self._budget_penalised: dict[str, float] = {}
+        self.observers: list[Callable[[AuditRecord], None]] = []  # e.g. Telemetry.observe
 
     @property
     def degraded(self) -> bool:
@@ -292,4 +293,6 @@ class GovernanceGate:
         log.info("✅ Recorded reputation event: %s", event)
 
     async def _audit(self, record: AuditRecord, *, durable: bool) -> None:
+        for observe in self.observers:
+            observe(record)
         await self.audit.append(record, durable=durable)
