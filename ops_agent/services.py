@@ -37,6 +37,7 @@ from ops_agent.stores.sqlite import SqliteDatabase
 from ops_agent.telemetry import Telemetry
 from ops_agent.tools.deployment import DeploymentTool, SqliteDeploymentHistory, VercelClient, deployment_specs
 from ops_agent.tools.monitoring import MonitoringTool, monitoring_specs
+from ops_agent.tools.monitoring.series import MemorySeries, SeriesStore, SqliteSeriesStore
 
 if TYPE_CHECKING:
     import anthropic
@@ -112,9 +113,11 @@ async def open_services(
         telemetry = Telemetry()
         gate.observers.append(telemetry.observe)
         registry = ToolRegistry(gate)
+        series = await _open_series(db, degraded_reason, stack)
         monitoring = MonitoringTool(
             settings.services,
             http,
+            series=series,
             sample_interval_s=settings.monitoring.sample_interval_s,
             top_processes=settings.monitoring.top_processes,
         )
@@ -187,6 +190,16 @@ async def _open_governance(
     # Budgets still hold within this process: in degraded mode `db` is an in-memory database.
     audit_log: AuditLog = LogAuditLog()
     return GovernanceGate(audit=audit_log, degraded_reason=degraded_reason, fail_open=governance.fail_open, **common)
+
+
+async def _open_series(db: SqliteDatabase, degraded_reason: str | None, stack: AsyncExitStack) -> SeriesStore:
+    """Metric series in the store; in degraded mode, a bounded in-memory history."""
+    if degraded_reason is not None:
+        return MemorySeries()
+    series = SqliteSeriesStore(db)
+    await series.migrate()
+    stack.push_async_callback(series.close)
+    return series
 
 
 async def _cancel(task: asyncio.Task) -> None:

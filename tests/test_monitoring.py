@@ -246,3 +246,33 @@ async def test_tls_days_left(tmp_path):
     [secure] = report.services
     assert secure.status == "up", secure.error
     assert 28 < secure.tls_days_left <= 30
+
+
+async def test_samples_and_probes_land_in_the_series_store(tmp_path, base_url):
+    from ops_agent.config import load_settings
+    from ops_agent.services import open_services
+
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        f"storage:\n  path: {tmp_path / 'db.sqlite'}\nmonitoring:\n  sample_interval_s: 0.5\n"
+        f"services:\n  - {{name: api, url: '{base_url}/health', interval_s: 1}}\n"
+    )
+    async with open_services(load_settings(config, environ={})) as services:
+        for _ in range(100):  # the background loop samples and probes right away
+            names = await services.monitoring.series.names()
+            if "service_up" in names and "system_cpu_percent" in names:
+                break
+            await asyncio.sleep(0.05)
+        await services.registry.invoke(
+            services.identity, "record_metric", {"name": "checkout_ms", "value": 120, "labels": {"route": "/pay"}}
+        )
+        now = time.time()
+        pushed = await services.monitoring.series.points("checkout_ms", {"route": "/pay"}, now - 60, now + 1)
+        up = await services.monitoring.series.latest("service_up", {"service": "api"})
+        with pytest.raises(Exception, match="name"):
+            await services.registry.invoke(services.identity, "record_metric", {"name": "bad name!", "value": 1})
+        score = (await services.gate.agent(services.identity)).score
+    assert {"system_cpu_percent", "system_memory_percent", "system_disk_percent", "service_up"} <= set(names)
+    assert [point.value for series in pushed.values() for point in series] == [120.0]
+    assert [point.value for point in up.values()] == [1.0]
+    assert score == 100  # recording data never earns reputation

@@ -29,7 +29,7 @@ from ops_agent.errors import (
 )
 from ops_agent.governance.audit import AuditLog, AuditRecord
 from ops_agent.governance.ledger import BudgetLimits, BudgetUsage, CostLedger
-from ops_agent.governance.policy import ActionRule, PolicyTable
+from ops_agent.governance.policy import FREE, ActionRule, PolicyTable
 from ops_agent.governance.reputation import AgentRecord, EventType, ReputationStore
 from ops_agent.redact import Redactor
 
@@ -159,7 +159,7 @@ class GovernanceGate:
         rule = self.policy.rule(action)
         started = time.monotonic()
         record = self._record(caller, tool, action, arguments, "allowed", "ok")
-        durable = rule.kind != "read"
+        durable = rule.kind not in FREE
         agent: AgentRecord | None = None
         try:
             if self.degraded:
@@ -201,8 +201,8 @@ class GovernanceGate:
         raise GovernanceUnavailable(record.error)
 
     async def _check_budget(self, caller: Caller, agent: AgentRecord, rule: ActionRule, record: AuditRecord) -> None:
-        # A read costs nothing, so even a spent budget does not stop an engineer from looking.
-        if rule.kind == "read":
+        # Reads and records cost nothing, so even a spent budget does not stop an engineer from looking.
+        if rule.kind in FREE:
             return
         problems = self.limits.problems(await self.ledger.usage(agent.id))
         if problems:

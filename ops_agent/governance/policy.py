@@ -20,8 +20,9 @@ from ops_agent.errors import ConfigError
 
 __all__ = ["ActionKind", "ActionRule", "PolicyTable", "level_for_score"]
 
-ActionKind = Literal["read", "write", "destructive", "outward", "delegate"]
-KINDS: tuple[ActionKind, ...] = ("read", "write", "destructive", "outward", "delegate")
+ActionKind = Literal["read", "record", "write", "destructive", "outward", "delegate"]
+KINDS: tuple[ActionKind, ...] = ("read", "record", "write", "destructive", "outward", "delegate")
+FREE: frozenset[str] = frozenset({"read", "record"})  # cost nothing: allowed on a spent budget, audited in batches
 
 
 @dataclass(frozen=True, slots=True)

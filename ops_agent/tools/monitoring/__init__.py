@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from mcp.types import ToolAnnotations
-from pydantic import Field
+from pydantic import BaseModel, Field
 
 from ops_agent.registry import Intent, ToolContext, ToolInput, ToolSpec
 from ops_agent.tools.monitoring.health import HealthChecker, ServiceHealth
@@ -66,6 +66,24 @@ def _health_arguments(clause: str, facts: Mapping[str, Any]) -> list[dict[str, A
     return [{}]
 
 
+class RecordMetricInput(ToolInput):
+    name: str = Field(
+        min_length=1, max_length=200, pattern=r"^[a-zA-Z_][a-zA-Z0-9_:.]*$",
+        description="Series name, e.g. api_response_time_ms.",
+    )
+    value: float = Field(allow_inf_nan=False, description="The measured value.")
+    labels: dict[str, str] = Field(
+        default_factory=dict, max_length=16, description='Labels, e.g. {"service": "api", "route": "/login"}.'
+    )
+    ts: float | None = Field(None, gt=0, description="Epoch seconds; default now.")
+
+
+class Recorded(BaseModel):
+    name: str
+    labels: dict[str, str]
+    value: float
+
+
 def _metrics_line(m: SystemMetrics) -> str:
     disk = m.disks[0].percent if m.disks else 0.0
     return (
@@ -92,7 +110,27 @@ def monitoring_specs(tool: MonitoringTool) -> list[ToolSpec]:
     async def check_service_health(args: CheckServiceHealthInput, ctx: ToolContext) -> HealthReport:
         return await tool.check_service_health(args.service)
 
+    async def record_metric(args: RecordMetricInput, ctx: ToolContext) -> Recorded:
+        await tool.record_metric(args.name, args.value, args.labels, args.ts)
+        return Recorded(name=args.name, labels=args.labels, value=args.value)
+
     return [
+        ToolSpec(
+            name="record_metric",
+            title="Record a metric",
+            description=(
+                "Push one measurement into ops-agent's series store (response times, throughput, business "
+                "figures), for custom metrics and alert rules. Labels tell series of one name apart."
+            ),
+            input_model=RecordMetricInput,
+            output_model=Recorded,
+            handler=record_metric,
+            actions=("metric:write",),
+            annotations=ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=False),
+            timeout_s=10,
+            planner_visible=False,  # data comes from systems, not from plans
+            summarize=lambda r: f"recorded {r.name}{r.labels or ''} = {r.value:g}",
+        ),
         ToolSpec(
             name="get_system_metrics",
             title="System metrics",

@@ -20,8 +20,9 @@ from ops_agent.config import ServiceCheck
 from ops_agent.errors import ToolRetry
 from ops_agent.tools.monitoring.health import HealthChecker, ServiceHealth
 from ops_agent.tools.monitoring.sampler import SystemMetrics, SystemSampler
+from ops_agent.tools.monitoring.series import SeriesStore
 
-__all__ = ["HealthReport", "MonitoringTool"]
+__all__ = ["HealthReport", "MonitoringTool", "health_samples", "system_samples"]
 
 log = logging.getLogger(__name__)
 
@@ -41,10 +42,12 @@ class MonitoringTool:
         *,
         sample_interval_s: float = 5.0,
         top_processes: int = 5,
+        series: SeriesStore | None = None,
         on_sample: Callable[[SystemMetrics], Awaitable[None]] | None = None,
         on_probe: Callable[[ServiceHealth], Awaitable[None]] | None = None,
     ) -> None:
         self.health = HealthChecker(services, http)
+        self.series = series
         self.sample_interval_s = sample_interval_s
         self.on_sample = on_sample
         self.on_probe = on_probe
@@ -69,6 +72,8 @@ class MonitoringTool:
         async with self._sampling:  # psutil's CPU windows are per process: one reader at a time
             metrics = await asyncio.to_thread(self._sampler.sample)
             self._latest = (time.monotonic(), metrics)
+        if self.series is not None:
+            await self.series.record_many(system_samples(metrics))
         if self.on_sample is not None:
             await self.on_sample(metrics)
         return metrics
@@ -111,7 +116,46 @@ class MonitoringTool:
 
     async def _probe(self, names: list[str]) -> list[ServiceHealth]:
         results = await self.health.check(names)
+        if self.series is not None:
+            await self.series.record_many(sample for result in results for sample in health_samples(result))
         if self.on_probe is not None:
             for result in results:
                 await self.on_probe(result)
         return results
+
+    async def record_metric(self, name: str, value: float, labels: dict[str, str], ts: float | None) -> None:
+        """A figure pushed from outside (a deploy hook, a load balancer, the log pipeline)."""
+        if self.series is None:
+            raise ToolRetry("no series store is configured")
+        try:
+            await self.series.record(name, value, labels, ts)
+        except ValueError as exc:
+            raise ToolRetry(str(exc)) from None
+
+
+def system_samples(m: SystemMetrics) -> list[tuple[str, dict[str, str], float, float]]:
+    """A system sample as series points: `system_*` names, labels for cores and mounts."""
+    ts = m.sampled_at.timestamp()
+    figures: list[tuple[str, dict[str, str], float | None]] = [
+        ("system_cpu_percent", {}, m.cpu_percent),
+        ("system_load1", {}, m.load_average[0]),
+        ("system_memory_percent", {}, m.memory_percent),
+        ("system_swap_percent", {}, m.swap_percent),
+        ("system_process_count", {}, m.process_count),
+        ("system_disk_read_bytes_per_s", {}, m.disk_read_bytes_per_s),
+        ("system_disk_write_bytes_per_s", {}, m.disk_write_bytes_per_s),
+        ("system_net_sent_bytes_per_s", {}, m.net_sent_bytes_per_s),
+        ("system_net_recv_bytes_per_s", {}, m.net_recv_bytes_per_s),
+        *(("system_cpu_core_percent", {"core": str(i)}, v) for i, v in enumerate(m.cpu_per_core)),
+        *(("system_disk_percent", {"mount": d.mount}, d.percent) for d in m.disks),
+    ]
+    return [(name, labels, ts, float(value)) for name, labels, value in figures if value is not None]
+
+
+def health_samples(h: ServiceHealth) -> list[tuple[str, dict[str, str], float, float]]:
+    """A probe as series points: `service_up` (1/0) and, when up, `service_latency_ms`."""
+    labels, ts = {"service": h.name}, h.checked_at.timestamp()
+    points = [("service_up", labels, ts, 1.0 if h.status == "up" else 0.0)]
+    if h.latency_ms is not None:
+        points.append(("service_latency_ms", labels, ts, h.latency_ms))
+    return points
