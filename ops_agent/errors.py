@@ -4,7 +4,8 @@
     ├── ConfigError               a bad config file or environment variable (names the key and line)
     ├── ToolRetry                 the caller should fix its request and try again
     │   ├── InvalidArguments      arguments failed validation (names each field and the problem)
-    │   └── UnknownTool           no tool of that name
+    │   ├── UnknownTool           no tool of that name
+    │   └── QueryError            a metric query that does not parse (tools/monitoring/query.py; has a position)
     ├── ToolFailed                the tool ran and failed; terminal for this call
     │   └── ToolTimeout           the tool did not finish within its timeout
     ├── GovernanceRefusal         the gate said no

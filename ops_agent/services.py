@@ -36,7 +36,7 @@ from ops_agent.registry import ToolRegistry
 from ops_agent.stores.sqlite import SqliteDatabase
 from ops_agent.telemetry import Telemetry
 from ops_agent.tools.deployment import DeploymentTool, SqliteDeploymentHistory, VercelClient, deployment_specs
-from ops_agent.tools.monitoring import MonitoringTool, monitoring_specs
+from ops_agent.tools.monitoring import CustomMetrics, MonitoringTool, monitoring_specs
 from ops_agent.tools.monitoring.series import MemorySeries, SeriesStore, SqliteSeriesStore
 
 if TYPE_CHECKING:
@@ -122,8 +122,10 @@ async def open_services(
             top_processes=settings.monitoring.top_processes,
         )
         stack.push_async_callback(monitoring.aclose)
+        custom_metrics = CustomMetrics(db, series)
+        await custom_metrics.migrate()
         if enable_monitoring:
-            for spec in monitoring_specs(monitoring):
+            for spec in monitoring_specs(monitoring, custom_metrics):
                 registry.register(spec)
             stack.push_async_callback(_cancel, asyncio.create_task(monitoring.run(), name="monitoring"))
         history = SqliteDeploymentHistory(db)

@@ -36,6 +36,10 @@ SAMPLE_ARGUMENTS = {
     "delete_env_var": {"project": "demo-app", "key": "FEATURE_FLAG"},
     "list_deployment_history": {},
     "record_metric": {"name": "api_response_time_ms", "value": 12.5, "labels": {"service": "api"}},
+    "add_custom_metric": {"name": "cpu_5m", "query": "avg(system_cpu_percent[5m])"},
+    "get_custom_metrics": {},
+    "query_metrics": {"query": "avg(system_cpu_percent[5m])"},
+    "get_performance_metrics": {},
 }
 WRONG_TYPE = [{"not": ["valid", 1]}]  # a list of objects: wrong for every field of every tool
 

@@ -14,6 +14,7 @@ import pytest
 
 from ops_agent.config import ServiceCheck
 from ops_agent.errors import ToolRetry
+from ops_agent.tools.monitoring.query import QueryError
 from ops_agent.tools.monitoring import MonitoringTool
 
 
@@ -276,3 +277,49 @@ async def test_samples_and_probes_land_in_the_series_store(tmp_path, base_url):
     assert [point.value for series in pushed.values() for point in series] == [120.0]
     assert [point.value for point in up.values()] == [1.0]
     assert score == 100  # recording data never earns reputation
+
+
+async def test_custom_metrics_queries_and_performance(services):
+    invoke, me = services.registry.invoke, services.identity
+    now = time.time()
+    for i, latency in enumerate([10, 20, 30, 40, 500]):
+        await invoke(me, "record_metric", {"name": "response_time_ms", "value": latency, "labels": {"service": "api"}, "ts": now - 10 + i})
+    await invoke(me, "record_metric", {"name": "response_time", "value": 42, "ts": now - 1})
+    await invoke(me, "record_metric", {"name": "errors", "value": 3, "ts": now - 1})
+    await invoke(me, "record_metric", {"name": "requests", "value": 60, "ts": now - 1})
+
+    # the seed's own example, without a window (the last 5 minutes)
+    latency = await invoke(me, "add_custom_metric", {"name": "api_latency", "query": "avg(response_time)"})
+    assert (latency.value, latency.query) == (42, "avg(response_time[5m])")
+    ratio = await invoke(me, "add_custom_metric", {"name": "error_rate", "query": "errors / requests * 100"})
+    assert ratio.value == 5.0
+    listed = await invoke(me, "get_custom_metrics", {})
+    assert [m.name for m in listed.metrics] == ["api_latency", "error_rate"]
+
+    with pytest.raises(QueryError) as unknown:
+        await invoke(me, "add_custom_metric", {"name": "x", "query": "avg(respnse_time[5m])"})
+    assert "unknown series 'respnse_time'" in unknown.value.public_message
+    assert unknown.value.position == 4 and "\n      ^" in unknown.value.public_message
+    with pytest.raises(QueryError, match="at position"):
+        await invoke(me, "query_metrics", {"query": "avg(response_time[5m]"})
+    with pytest.raises(ToolRetry, match="exists already"):
+        await invoke(me, "add_custom_metric", {"name": "api_latency", "query": "avg(response_time)"})
+
+    p95 = await invoke(me, "query_metrics", {"query": 'p95(response_time_ms{service="api"}[1m]) > 100'})
+    assert p95.value is True and p95.series == ["response_time_ms"]
+    report = await invoke(me, "get_performance_metrics", {"service": "api", "window_s": 60})
+    [api] = report.services
+    assert (api.source, api.samples, api.p50_ms) == ("response_time_ms", 5, 30.0)
+    assert api.p99_ms > 400 and api.throughput_per_s == round(5 / 60, 3)
+    assert (await services.gate.agent(me)).score == 100  # defining and pushing data never scores
+
+
+async def test_custom_metrics_survive_a_restart(settings):
+    from ops_agent.services import open_services
+
+    async with open_services(settings) as first:
+        await first.registry.invoke(first.identity, "record_metric", {"name": "queue_depth", "value": 7})
+        await first.registry.invoke(first.identity, "add_custom_metric", {"name": "depth", "query": "max(queue_depth[1h])"})
+    async with open_services(settings) as second:
+        [depth] = (await second.registry.invoke(second.identity, "get_custom_metrics", {"name": "depth"})).metrics
+    assert depth.value == 7 and depth.created_by == "ops_agent"

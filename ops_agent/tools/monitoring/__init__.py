@@ -10,11 +10,21 @@ from mcp.types import ToolAnnotations
 from pydantic import BaseModel, Field
 
 from ops_agent.registry import Intent, ToolContext, ToolInput, ToolSpec
+from ops_agent.tools.monitoring.custom import (
+    CustomMetric,
+    CustomMetrics,
+    MetricValue,
+    PerformanceReport,
+    checked_query,
+    performance,
+    value_of,
+)
 from ops_agent.tools.monitoring.health import HealthChecker, ServiceHealth
 from ops_agent.tools.monitoring.monitoring_tool import HealthReport, MonitoringTool
 from ops_agent.tools.monitoring.sampler import DiskUsage, ProcessUsage, SystemMetrics, SystemSampler
 
 __all__ = [
+    "CustomMetrics",
     "DiskUsage",
     "HealthChecker",
     "HealthReport",
@@ -84,6 +94,47 @@ class Recorded(BaseModel):
     value: float
 
 
+class AddCustomMetricInput(ToolInput):
+    name: str = Field(min_length=1, max_length=100, pattern=r"^[a-zA-Z_][a-zA-Z0-9_.:-]*$", description="Metric name.")
+    query: str = Field(
+        min_length=1, max_length=2000,
+        description='Query over stored series, e.g. avg(response_time_ms{service="api"}[5m]) or errors / requests * 100.',
+    )
+    description: str | None = Field(None, max_length=500)
+
+
+class CustomMetricNameInput(ToolInput):
+    name: str | None = Field(None, min_length=1, max_length=100, description="One metric; omit for all.")
+
+
+class QueryMetricsInput(ToolInput):
+    query: str = Field(min_length=1, max_length=2000, description="Query over stored series; see MONITORING_GUIDE.")
+
+
+class PerformanceInput(ToolInput):
+    service: str | None = Field(None, min_length=1, max_length=64, description="One service; omit for all.")
+    window_s: int = Field(300, ge=10, le=86400, description="Seconds back from now.")
+
+
+class CustomMetricList(BaseModel):
+    metrics: list[CustomMetric]
+
+
+def _performance_line(report: PerformanceReport) -> str:
+    if not report.services:
+        return report.note or "no data"
+    return "; ".join(
+        f"{p.service} p50 {p.p50_ms} ms, p95 {p.p95_ms} ms, p99 {p.p99_ms} ms"
+        + (f", {p.throughput_per_s}/s" if p.throughput_per_s is not None else "")
+        for p in report.services
+    )
+
+
+def _performance_arguments(clause: str, facts: Mapping[str, Any]) -> list[dict[str, Any]] | str:
+    named = [name for name in facts.get("services", ()) if re.search(rf"(?<![\w.-]){re.escape(name)}(?![\w.-])", clause, re.I)]
+    return [{"service": name} for name in named] or [{}]
+
+
 def _metrics_line(m: SystemMetrics) -> str:
     disk = m.disks[0].percent if m.disks else 0.0
     return (
@@ -103,7 +154,7 @@ def _health_line(report: HealthReport) -> str:
     return f"{report.healthy}/{len(report.services)} services up: " + ", ".join(parts)
 
 
-def monitoring_specs(tool: MonitoringTool) -> list[ToolSpec]:
+def monitoring_specs(tool: MonitoringTool, custom: CustomMetrics) -> list[ToolSpec]:
     async def get_system_metrics(args: GetSystemMetricsInput, ctx: ToolContext) -> SystemMetrics:
         return await tool.get_system_metrics()
 
@@ -114,7 +165,59 @@ def monitoring_specs(tool: MonitoringTool) -> list[ToolSpec]:
         await tool.record_metric(args.name, args.value, args.labels, args.ts)
         return Recorded(name=args.name, labels=args.labels, value=args.value)
 
+    async def add_custom_metric(args: AddCustomMetricInput, ctx: ToolContext) -> CustomMetric:
+        return await custom.add(args.name, args.query, args.description, ctx.caller.agent)
+
+    async def get_custom_metrics(args: CustomMetricNameInput, ctx: ToolContext) -> CustomMetricList:
+        return CustomMetricList(metrics=await custom.get(args.name))
+
+    async def query_metrics(args: QueryMetricsInput, ctx: ToolContext) -> MetricValue:
+        return await value_of(await checked_query(args.query, custom.series), custom.series)
+
+    async def get_performance_metrics(args: PerformanceInput, ctx: ToolContext) -> PerformanceReport:
+        return await performance(custom.series, [args.service] if args.service else [], args.window_s)
+
+    read_local = ToolAnnotations(read_only_hint=True, idempotent_hint=True, open_world_hint=False)
     return [
+        ToolSpec(
+            name="add_custom_metric",
+            title="Add a custom metric",
+            description=(
+                "Define a named metric as a query over stored series, e.g. avg(response_time_ms[5m]) or "
+                "errors / requests * 100; unknown series and bad syntax are reported with their position."
+            ),
+            input_model=AddCustomMetricInput, output_model=CustomMetric, handler=add_custom_metric,
+            actions=("metric:write",),
+            annotations=ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=False),
+            timeout_s=30,
+            summarize=lambda m: f"{m.name} = {m.query}: {'no data' if m.no_data else m.value}",
+        ),
+        ToolSpec(
+            name="get_custom_metrics",
+            title="Custom metrics",
+            description="The custom metrics defined, with their current values.",
+            input_model=CustomMetricNameInput, output_model=CustomMetricList, handler=get_custom_metrics,
+            actions=("read",), annotations=read_local, timeout_s=30,
+            summarize=lambda r: "; ".join(f"{m.name} = {'no data' if m.no_data else m.value}" for m in r.metrics) or "none defined",
+            intents=(Intent(patterns=(r"\bcustom\s+metrics?\b",)),),
+        ),
+        ToolSpec(
+            name="query_metrics",
+            title="Query metrics",
+            description="Evaluate a query over stored series now: avg|min|max|sum|count|rate|increase|last|p50..p99(series{label=\"x\"}[5m]), arithmetic, comparisons.",
+            input_model=QueryMetricsInput, output_model=MetricValue, handler=query_metrics,
+            actions=("read",), annotations=read_local, timeout_s=30,
+            summarize=lambda r: f"{r.query} = {'no data' if r.no_data else r.value}",
+        ),
+        ToolSpec(
+            name="get_performance_metrics",
+            title="Performance metrics",
+            description="Response time p50/p95/p99 and throughput per service over a window, from pushed response_time_ms or from health probes.",
+            input_model=PerformanceInput, output_model=PerformanceReport, handler=get_performance_metrics,
+            actions=("read",), annotations=read_local, timeout_s=30,
+            summarize=_performance_line,
+            intents=(Intent(patterns=(r"\b(performance|response\s+times?|latency|latencies|throughput|p9[59])\b",), arguments=_performance_arguments),),
+        ),
         ToolSpec(
             name="record_metric",
             title="Record a metric",
