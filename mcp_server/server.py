@@ -166,7 +166,7 @@ def _mcp_tool(spec: ToolSpec, services: Services, via: str) -> Tool:
 
     async def call(arguments: dict[str, Any], ctx: Context) -> CallToolResult:
         try:
-            output = await services.registry.invoke(
+            output = await services.registry.invoke_redacted(
                 _caller(local, via), spec.name, arguments, progress=ctx.report_progress
             )
         except OpsAgentError as exc:
@@ -175,7 +175,7 @@ def _mcp_tool(spec: ToolSpec, services: Services, via: str) -> Tool:
             reference = uuid.uuid4().hex[:12]
             log.exception("MCP call to %s failed (reference %s)", spec.name, reference)
             return _error(f"{spec.name} failed with an internal error (reference {reference})")
-        data = output.model_dump(mode="json", by_alias=True)
+        data = output.data
         return CallToolResult(content=[TextContent(type="text", text=json.dumps(data))], structured_content=data)
 
     return Tool(

@@ -22,7 +22,7 @@ from ops_agent.errors import InvalidArguments, ToolFailed, ToolTimeout, UnknownT
 from ops_agent.governance.gate import Caller, GovernanceGate
 from ops_agent.redact import Redactor
 
-__all__ = ["Intent", "ToolContext", "ToolInput", "ToolRegistry", "ToolSpec", "format_validation_error"]
+__all__ = ["Intent", "RedactedOutput", "ToolContext", "ToolInput", "ToolRegistry", "ToolSpec", "format_validation_error"]
 
 I = TypeVar("I", bound=BaseModel)
 O = TypeVar("O", bound=BaseModel)
@@ -141,7 +141,20 @@ class ToolRegistry:
         *,
         progress: ProgressCallback | None = None,
     ) -> BaseModel:
-        """Validate, then run through the gate. Raises an OpsAgentError on every refusal or failure."""
+        """Validate, then run through the gate. Raises an OpsAgentError on every refusal or failure.
+        The result is the tool's output model, scrubbed of secrets."""
+        result = await self.invoke_redacted(caller, name, arguments, progress=progress)
+        return result.model(self._specs[name].output_model)
+
+    async def invoke_redacted(
+        self,
+        caller: Caller,
+        name: str,
+        arguments: Any,
+        *,
+        progress: ProgressCallback | None = None,
+    ) -> RedactedOutput:
+        """`invoke`, answering with the scrubbed output as JSON-ready `data` (and the model on request)."""
         spec = self._specs.get(name)
         if spec is None:
             error = UnknownTool(name, list(self._specs))
@@ -181,10 +194,20 @@ class ToolRegistry:
             execute,
             usage=lambda: (context.spent[0], context.spent[1]),
         )
-        # Results leave the process (MCP, CLI, the model's context): no secret may ride along.
+        return RedactedOutput(output, self.gate.redactor)
+
+
+class RedactedOutput:
+    """A tool's output on its way out of the process (MCP, CLI, the model's context), scrubbed of secrets.
+    Callers that only need JSON (the MCP server) take `data` and skip rebuilding the model."""
+
+    def __init__(self, output: BaseModel, redactor: Redactor) -> None:
         dumped = output.model_dump(mode="json")
-        clean = self.gate.redactor.value(dumped)
-        return output if clean == dumped else spec.output_model.model_validate(clean)
+        self.data: dict[str, Any] = redactor.value(dumped)
+        self._model = output if self.data == dumped else None
+
+    def model(self, model_type: type[BaseModel]) -> BaseModel:
+        return self._model if self._model is not None else model_type.model_validate(self.data)
 
 
 def format_validation_error(exc: ValidationError, redactor: Redactor) -> list[tuple[str, str]]:
