@@ -146,6 +146,9 @@ class ServiceCheck(_Section):
 class MonitoringSettings(_Section):
     sample_interval_s: float = Field(5.0, ge=0.5, le=3600, description="How often system metrics are sampled.")
     top_processes: int = Field(5, ge=0, le=50, description="Processes listed by CPU and by memory.")
+    prometheus_url: str | None = Field(None, description="A Prometheus server for PromQL queries (no /api/v1).")
+    prometheus_token: SecretStr | None = Field(None, description="Bearer token for that Prometheus, if it needs one.")
+    prometheus_timeout_s: float = Field(10.0, gt=0, le=300, description="Timeout of one PromQL query.")
 
 
 class VercelSettings(_Section):

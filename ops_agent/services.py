@@ -37,6 +37,7 @@ from ops_agent.stores.sqlite import SqliteDatabase
 from ops_agent.telemetry import Telemetry
 from ops_agent.tools.deployment import DeploymentTool, SqliteDeploymentHistory, VercelClient, deployment_specs
 from ops_agent.tools.monitoring import CustomMetrics, MonitoringTool, monitoring_specs
+from ops_agent.tools.monitoring.prometheus import PrometheusClient
 from ops_agent.tools.monitoring.series import MemorySeries, SeriesStore, SqliteSeriesStore
 
 if TYPE_CHECKING:
@@ -122,7 +123,7 @@ async def open_services(
             top_processes=settings.monitoring.top_processes,
         )
         stack.push_async_callback(monitoring.aclose)
-        custom_metrics = CustomMetrics(db, series)
+        custom_metrics = CustomMetrics(db, series, _prometheus(settings, http))
         await custom_metrics.migrate()
         if enable_monitoring:
             for spec in monitoring_specs(monitoring, custom_metrics):
@@ -202,6 +203,14 @@ async def _open_series(db: SqliteDatabase, degraded_reason: str | None, stack: A
     await series.migrate()
     stack.push_async_callback(series.close)
     return series
+
+
+def _prometheus(settings: Settings, http: httpx2.AsyncClient) -> PrometheusClient | None:
+    monitoring = settings.monitoring
+    if monitoring.prometheus_url is None:
+        return None
+    token = monitoring.prometheus_token.get_secret_value() if monitoring.prometheus_token else None
+    return PrometheusClient(http, monitoring.prometheus_url, timeout_s=monitoring.prometheus_timeout_s, bearer_token=token)
 
 
 async def _cancel(task: asyncio.Task) -> None:

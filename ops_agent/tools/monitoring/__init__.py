@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 from mcp.types import ToolAnnotations
 from pydantic import BaseModel, Field
@@ -13,13 +13,11 @@ from ops_agent.registry import Intent, ToolContext, ToolInput, ToolSpec
 from ops_agent.tools.monitoring.custom import (
     CustomMetric,
     CustomMetrics,
-    MetricValue,
     PerformanceReport,
-    checked_query,
     performance,
-    value_of,
 )
 from ops_agent.tools.monitoring.health import HealthChecker, ServiceHealth
+from ops_agent.tools.monitoring.metric_value import MetricValue
 from ops_agent.tools.monitoring.monitoring_tool import HealthReport, MonitoringTool
 from ops_agent.tools.monitoring.sampler import DiskUsage, ProcessUsage, SystemMetrics, SystemSampler
 
@@ -101,6 +99,9 @@ class AddCustomMetricInput(ToolInput):
         description='Query over stored series, e.g. avg(response_time_ms{service="api"}[5m]) or errors / requests * 100.',
     )
     description: str | None = Field(None, max_length=500)
+    language: Literal["ops", "promql"] = Field(
+        "ops", description="ops: ops-agent's query language over its series; promql: the configured Prometheus."
+    )
 
 
 class CustomMetricNameInput(ToolInput):
@@ -109,6 +110,9 @@ class CustomMetricNameInput(ToolInput):
 
 class QueryMetricsInput(ToolInput):
     query: str = Field(min_length=1, max_length=2000, description="Query over stored series; see MONITORING_GUIDE.")
+    language: Literal["ops", "promql"] = Field(
+        "ops", description="ops: ops-agent's query language over its series; promql: the configured Prometheus."
+    )
 
 
 class PerformanceInput(ToolInput):
@@ -166,13 +170,13 @@ def monitoring_specs(tool: MonitoringTool, custom: CustomMetrics) -> list[ToolSp
         return Recorded(name=args.name, labels=args.labels, value=args.value)
 
     async def add_custom_metric(args: AddCustomMetricInput, ctx: ToolContext) -> CustomMetric:
-        return await custom.add(args.name, args.query, args.description, ctx.caller.agent)
+        return await custom.add(args.name, args.query, args.description, ctx.caller.agent, args.language)
 
     async def get_custom_metrics(args: CustomMetricNameInput, ctx: ToolContext) -> CustomMetricList:
         return CustomMetricList(metrics=await custom.get(args.name))
 
     async def query_metrics(args: QueryMetricsInput, ctx: ToolContext) -> MetricValue:
-        return await value_of(await checked_query(args.query, custom.series), custom.series)
+        return await custom.evaluate(args.query, args.language)
 
     async def get_performance_metrics(args: PerformanceInput, ctx: ToolContext) -> PerformanceReport:
         return await performance(custom.series, [args.service] if args.service else [], args.window_s)
@@ -204,7 +208,7 @@ def monitoring_specs(tool: MonitoringTool, custom: CustomMetrics) -> list[ToolSp
         ToolSpec(
             name="query_metrics",
             title="Query metrics",
-            description="Evaluate a query over stored series now: avg|min|max|sum|count|rate|increase|last|p50..p99(series{label=\"x\"}[5m]), arithmetic, comparisons.",
+            description="Evaluate a query now: avg|min|max|sum|count|rate|increase|last|p50..p99(series{label=\"x\"}[5m]), arithmetic, comparisons; or PromQL on the configured Prometheus (language: promql).",
             input_model=QueryMetricsInput, output_model=MetricValue, handler=query_metrics,
             actions=("read",), annotations=read_local, timeout_s=30,
             summarize=lambda r: f"{r.query} = {'no data' if r.no_data else r.value}",

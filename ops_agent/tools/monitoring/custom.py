@@ -6,27 +6,23 @@ from __future__ import annotations
 import sqlite3
 import time
 from datetime import UTC, datetime
+from typing import Literal
 
 from pydantic import BaseModel, Field
 
 from ops_agent.errors import ToolRetry
 from ops_agent.stores.sqlite import SqliteDatabase
+from ops_agent.tools.monitoring.metric_value import MetricValue
+from ops_agent.tools.monitoring.prometheus import PrometheusClient, prometheus_value
 from ops_agent.tools.monitoring.query import Query, QueryError, describe, evaluate, parse
 from ops_agent.tools.monitoring.series import SeriesStore
 
 __all__ = ["CustomMetric", "CustomMetrics", "MetricValue", "PerformanceReport", "ServicePerformance", "checked_query", "performance", "value_of"]
 
 
-class MetricValue(BaseModel):
-    query: str = Field(description="The query in canonical form.")
-    value: float | bool | None = Field(description="The result; null when there is no data.")
-    no_data: bool = Field(description="True when the series had no points in the window (not the same as 0).")
-    series: list[str] = Field(description="The series the query reads.")
-    evaluated_at: datetime
-
-
 class CustomMetric(MetricValue):
     name: str
+    language: str = Field("ops", description="ops (ops-agent's query language) or promql (the configured Prometheus).")
     description: str | None = None
     created_by: str
     created_at: datetime
@@ -41,8 +37,10 @@ _MIGRATIONS = [
         created_by TEXT NOT NULL,
         created_at REAL NOT NULL
     )
-    """
+    """,
+    "ALTER TABLE custom_metrics ADD COLUMN language TEXT NOT NULL DEFAULT 'ops'",
 ]
+Language = Literal["ops", "promql"]
 
 
 async def checked_query(text: str, series: SeriesStore) -> Query:
@@ -69,22 +67,37 @@ async def value_of(query: Query, series: SeriesStore) -> MetricValue:
 
 
 class CustomMetrics:
-    def __init__(self, db: SqliteDatabase, series: SeriesStore) -> None:
+    def __init__(self, db: SqliteDatabase, series: SeriesStore, prometheus: PrometheusClient | None = None) -> None:
         self.db = db
         self.series = series
+        self.prometheus = prometheus
+
+    async def evaluate(self, text: str, language: Language = "ops") -> MetricValue:
+        """One query now, in ops-agent's language over the series store, or in PromQL on Prometheus."""
+        if language == "promql":
+            return await prometheus_value(self._prometheus(), text)
+        return await value_of(await checked_query(text, self.series), self.series)
+
+    def _prometheus(self) -> PrometheusClient:
+        if self.prometheus is None:
+            raise ToolRetry("PromQL needs a Prometheus: set monitoring.prometheus_url")
+        return self.prometheus
 
     async def migrate(self) -> None:
         await self.db.migrate("custom_metrics", _MIGRATIONS)
 
-    async def add(self, name: str, text: str, description: str | None, created_by: str) -> CustomMetric:
-        query = await checked_query(text, self.series)
-        canonical = describe(query)
+    async def add(
+        self, name: str, text: str, description: str | None, created_by: str, language: Language = "ops"
+    ) -> CustomMetric:
+        # checked before it is kept: bad syntax and unknown series are reported now, not as silence later
+        canonical = (await self.evaluate(text, language)).query
 
         def insert(conn: sqlite3.Connection) -> None:
             try:
                 conn.execute(
-                    "INSERT INTO custom_metrics (name, query, description, created_by, created_at) VALUES (?, ?, ?, ?, ?)",
-                    (name, canonical, description, created_by, time.time()),
+                    "INSERT INTO custom_metrics (name, query, description, created_by, created_at, language) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    (name, canonical, description, created_by, time.time(), language),
                 )
             except sqlite3.IntegrityError:
                 raise ToolRetry(f"a custom metric called {name!r} exists already; remove it first") from None
@@ -106,11 +119,15 @@ class CustomMetrics:
             raise ToolRetry(f"no custom metric called {name!r}")
         metrics = []
         for row in rows:
-            current = await value_of(parse(row["query"]), self.series)
+            if row["language"] == "promql":
+                current = await prometheus_value(self._prometheus(), row["query"])
+            else:
+                current = await value_of(parse(row["query"]), self.series)
             metrics.append(
                 CustomMetric(
                     **current.model_dump(),
                     name=row["name"],
+                    language=row["language"],
                     description=row["description"],
                     created_by=row["created_by"],
                     created_at=datetime.fromtimestamp(row["created_at"], UTC),
