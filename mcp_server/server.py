@@ -32,6 +32,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from mcp_server.dashboard import add_dashboard_routes
 from ops_agent import __version__
 from ops_agent.errors import ConfigError, OpsAgentError
 from ops_agent.governance import Caller
@@ -134,6 +135,7 @@ def build_server(services: Services, *, via: str = "mcp-stdio") -> MCPServer:
         await telemetry.refresh(services.gate, services.monitoring, services.settings.governance.agent_name)
         return Response(telemetry.exposition(), media_type=CONTENT_TYPE_LATEST)
 
+    add_dashboard_routes(server, services)
     return server
 
 
