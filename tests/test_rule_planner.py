@@ -157,3 +157,26 @@ def test_never_deploy_when_told_not_to(planner):
     plan = planner.plan("check the api health but don't deploy to production", DEPLOY_FACTS)
     assert [c.tool for c in plan.calls] == ["check_service_health"]
     assert "negation" in plan.not_understood[0]
+
+
+@pytest.mark.parametrize(
+    ("task", "expected"),
+    [
+        ("add a custom metric api_latency as avg(response_time)",
+         [("add_custom_metric", {"name": "api_latency", "query": "avg(response_time)"})]),
+        ("define metric error_pct = errors / requests * 100",
+         [("add_custom_metric", {"name": "error_pct", "query": "errors / requests * 100"})]),
+        ("query avg(system_cpu_percent[5m])", [("query_metrics", {"query": "avg(system_cpu_percent[5m])"})]),
+        ("what is p95(response_time_ms{service=\"api\"}[1h])?",
+         [("query_metrics", {"query": 'p95(response_time_ms{service="api"}[1h])'})]),
+        ("show custom metrics", [("get_custom_metrics", {})]),
+        ('query sum(errors{service="api", region="eu"}[5m]) and show cpu',
+         [("query_metrics", {"query": 'sum(errors{service="api", region="eu"}[5m])'}), ("get_system_metrics", {})]),
+        ("what's the latency of the api", [("get_performance_metrics", {"service": "api"})]),
+        ("response times p95", [("get_performance_metrics", {})]),
+    ],
+)
+def test_metric_phrasings(planner, task, expected):
+    plan = planner.plan(task, DEPLOY_FACTS)
+    assert [(c.tool, c.arguments) for c in plan.calls] == expected
+    assert plan.not_understood == []

@@ -52,7 +52,7 @@ class RulePlanner:
     def plan(self, task: str, facts: Mapping[str, Any]) -> Plan:
         specs = [spec for spec in self.registry.specs(planner=True) if spec.intents]
         clauses: list[_Clause] = []
-        for raw in _SPLIT.split(task):
+        for raw in _clauses(task):
             text = raw.strip(" \t\n.!?\"'")
             if not text or _FILLER.match(text.replace(" ", "")):
                 continue
@@ -102,6 +102,27 @@ class RulePlanner:
         if isinstance(arguments, str):
             return _Clause(text, problem=arguments)
         return _Clause(text, calls=[ToolCall(spec.name, args) for args in arguments])
+
+
+def _clauses(task: str) -> list[str]:
+    """The task cut at clause boundaries, never inside brackets or quotes (a query keeps its commas)."""
+    depth, quoted, opened = 0, False, []
+    for index, char in enumerate(task):
+        if char == '"':
+            quoted = not quoted
+        elif not quoted and char in "([{":
+            depth += 1
+        elif not quoted and char in ")]}":
+            depth = max(0, depth - 1)
+        opened.append(depth > 0 or quoted)
+    pieces, start = [], 0
+    for match in _SPLIT.finditer(task):
+        if match.start() < len(opened) and opened[match.start()]:
+            continue
+        pieces.append(task[start : match.start()])
+        start = match.end()
+    pieces.append(task[start:])
+    return pieces
 
 
 class _RuleSession:

@@ -124,6 +124,24 @@ class CustomMetricList(BaseModel):
     metrics: list[CustomMetric]
 
 
+# "add a custom metric api_latency as avg(response_time)", "define metric x = errors / requests * 100"
+_DEFINE_METRIC = re.compile(
+    r"(?i)\b(?:add|define|create)\s+(?:a\s+)?(?:custom\s+)?metric\s+([a-zA-Z_][\w.:-]*)\s+(?:as|=|:)\s+(.+)$"
+)
+# "query avg(system_cpu_percent[5m])", "what is p95(response_time_ms[1h])"
+_QUERY = re.compile(r"(?i)\b(?:query|evaluate|what\s+is|what's)\s+(\S*[a-z_][\w.:]*\s*(?:\(|\{|\[).*)$")
+
+
+def _define_metric_arguments(clause: str, facts: Mapping[str, Any]) -> list[dict[str, Any]] | str:
+    match = _DEFINE_METRIC.search(clause)
+    return [{"name": match.group(1), "query": match.group(2).strip()}] if match else "say: add metric NAME as QUERY"
+
+
+def _query_arguments(clause: str, facts: Mapping[str, Any]) -> list[dict[str, Any]] | str:
+    match = _QUERY.search(clause)
+    return [{"query": match.group(1).strip().rstrip("?")}] if match else "say: query QUERY"
+
+
 def _performance_line(report: PerformanceReport) -> str:
     if not report.services:
         return report.note or "no data"
@@ -195,6 +213,7 @@ def monitoring_specs(tool: MonitoringTool, custom: CustomMetrics) -> list[ToolSp
             annotations=ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=False),
             timeout_s=30,
             summarize=lambda m: f"{m.name} = {m.query}: {'no data' if m.no_data else m.value}",
+            intents=(Intent(patterns=(_DEFINE_METRIC.pattern,), arguments=_define_metric_arguments),),
         ),
         ToolSpec(
             name="get_custom_metrics",
@@ -212,6 +231,7 @@ def monitoring_specs(tool: MonitoringTool, custom: CustomMetrics) -> list[ToolSp
             input_model=QueryMetricsInput, output_model=MetricValue, handler=query_metrics,
             actions=("read",), annotations=read_local, timeout_s=30,
             summarize=lambda r: f"{r.query} = {'no data' if r.no_data else r.value}",
+            intents=(Intent(patterns=(_QUERY.pattern,), arguments=_query_arguments),),
         ),
         ToolSpec(
             name="get_performance_metrics",
