@@ -38,7 +38,7 @@ from ops_agent.telemetry import Telemetry
 from ops_agent.tools.deployment import DeploymentTool, SqliteDeploymentHistory, VercelClient, deployment_specs
 from ops_agent.tools.monitoring import CustomMetrics, MonitoringTool, monitoring_specs
 from ops_agent.tools.monitoring.prometheus import PrometheusClient
-from ops_agent.tools.monitoring.series import MemorySeries, SeriesStore, SqliteSeriesStore
+from ops_agent.tools.monitoring.series import MemorySeries, SeriesStore, SqliteSeriesStore, TieredSeries
 
 if TYPE_CHECKING:
     import anthropic
@@ -199,10 +199,10 @@ async def _open_series(db: SqliteDatabase, degraded_reason: str | None, stack: A
     """Metric series in the store; in degraded mode, a bounded in-memory history."""
     if degraded_reason is not None:
         return MemorySeries()
-    series = SqliteSeriesStore(db)
-    await series.migrate()
-    stack.push_async_callback(series.close)
-    return series
+    store = SqliteSeriesStore(db)
+    await store.migrate()
+    stack.push_async_callback(store.close)
+    return TieredSeries(MemorySeries(), store)  # recent windows from a ring buffer, older ones from the store
 
 
 def _prometheus(settings: Settings, http: httpx2.AsyncClient) -> PrometheusClient | None:

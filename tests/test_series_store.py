@@ -377,3 +377,36 @@ async def test_the_first_flush_compacts_and_later_ones_wait_for_the_interval(db)
     await store.compact()
     assert (await count(db, "metric_points"), await count(db, "metric_rollups")) == (1, 2)
     await store.close()
+
+
+async def test_tiered_series_reads_recent_windows_from_memory_and_older_ones_from_the_store(tmp_path):
+    from ops_agent.tools.monitoring.series import TieredSeries
+
+    db = SqliteDatabase(tmp_path / "tiered.db")
+    await db.open()
+    store = SqliteSeriesStore(db, compact_every_s=None)
+    await store.migrate()
+    now = 1_000_000.0
+    # history from "before a restart": only in the store
+    await store.record_many([("cpu", {}, now - 600 + i, float(i)) for i in range(10)])
+    await store.flush()
+    memory = MemorySeries(maxlen=5)
+    tiered = TieredSeries(memory, store, clock=lambda: now - 100)
+    await tiered.record_many([("cpu", {}, now - 50 + i, 100.0 + i) for i in range(3)])
+
+    recent = await tiered.points("cpu", {}, now - 60, now)  # within memory's span: from memory
+    assert [p.value for p in next(iter(recent.values()))] == [100.0, 101.0, 102.0]
+    older = await tiered.points("cpu", {}, now - 700, now)  # reaches before memory began: from the store
+    assert len(next(iter(older.values()))) == 13
+    assert [p.value for p in (await tiered.latest("cpu", {})).values()] == [102.0]
+
+    # the ring drops points: a window it no longer covers is read from the store
+    await tiered.record_many([("cpu", {}, now - 40 + i, 200.0 + i) for i in range(5)])
+    assert not memory.covers("cpu", {}, now - 60)
+    dropped = await tiered.points("cpu", {}, now - 60, now)
+    assert len(next(iter(dropped.values()))) == 8
+    with pytest.raises(ValueError):
+        await tiered.record("bad name!", 1.0)
+    assert "bad name!" not in await memory.names()
+    await store.close()
+    await db.close()

@@ -36,7 +36,9 @@ __all__ = [
 
 
 class GetSystemMetricsInput(ToolInput):
-    pass
+    detail: bool = Field(
+        False, description="Also list CPU per core and the top processes by CPU and by memory (a longer answer)."
+    )
 
 
 class CheckServiceHealthInput(ToolInput):
@@ -178,7 +180,11 @@ def _health_line(report: HealthReport) -> str:
 
 def monitoring_specs(tool: MonitoringTool, custom: CustomMetrics) -> list[ToolSpec]:
     async def get_system_metrics(args: GetSystemMetricsInput, ctx: ToolContext) -> SystemMetrics:
-        return await tool.get_system_metrics()
+        metrics = await tool.get_system_metrics()
+        if args.detail:
+            return metrics
+        # The everyday answer stays short: cheaper for every client to read, and for a model's context.
+        return metrics.model_copy(update={"cpu_per_core": [], "top_cpu": [], "top_memory": []})
 
     async def check_service_health(args: CheckServiceHealthInput, ctx: ToolContext) -> HealthReport:
         return await tool.check_service_health(args.service)
@@ -262,8 +268,9 @@ def monitoring_specs(tool: MonitoringTool, custom: CustomMetrics) -> list[ToolSp
             name="get_system_metrics",
             title="System metrics",
             description=(
-                "CPU, load average, memory, swap, disk usage, process count and uptime of the host "
-                "ops-agent runs on. Answers at once; the CPU figure covers the window since the last reading."
+                "CPU, load average, memory, swap, disk usage per mount, disk and network I/O rates, process count "
+                "and uptime of the host ops-agent runs on; with detail, CPU per core and the top processes. "
+                "Answers at once from the latest background sample."
             ),
             input_model=GetSystemMetricsInput,
             output_model=SystemMetrics,

@@ -29,7 +29,7 @@ import sqlite3
 import time
 from bisect import bisect_left, bisect_right
 from collections import deque
-from collections.abc import Coroutine, Iterable, Mapping
+from collections.abc import Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from itertools import chain, islice
@@ -38,7 +38,16 @@ from typing import Any, Protocol
 
 from ops_agent.stores.sqlite import SqliteDatabase
 
-__all__ = ["Labels", "MemorySeries", "Point", "Rollup", "SeriesStore", "SqliteSeriesStore", "labels_of"]
+__all__ = [
+    "Labels",
+    "MemorySeries",
+    "Point",
+    "Rollup",
+    "SeriesStore",
+    "SqliteSeriesStore",
+    "TieredSeries",
+    "labels_of",
+]
 
 log = logging.getLogger(__name__)
 
@@ -234,6 +243,58 @@ class MemorySeries:
 
     async def close(self) -> None:
         return None
+
+    def covers(self, name: str, matchers: Mapping[str, str], start: float) -> bool:
+        """True when every matching series still holds all its points from `start` on (none evicted)."""
+        wanted = labels_of(matchers)
+        return all(
+            len(points) < self.maxlen or points[0].ts <= start
+            for labels, points in self._series.get(_checked_name(name), {}).items()
+            if wanted <= labels
+        )
+
+
+class TieredSeries:
+    """The series store behind a ring buffer: every point goes to both; a read of a recent window (the
+    usual 5 minutes of a query or an alert rule) is answered from memory, an older one from the store.
+
+    Memory is only trusted from the moment this object was made (after a restart, older points are in
+    the store alone) and only for series whose ring has not dropped points inside the window."""
+
+    def __init__(self, memory: MemorySeries, store: SeriesStore, *, clock: Callable[[], float] = time.time) -> None:
+        self.memory = memory
+        self.store = store
+        self._since = clock()
+
+    async def record(
+        self, name: str, value: float, labels: Mapping[str, str] | None = None, ts: float | None = None
+    ) -> None:
+        await self.record_many([(name, labels or {}, ts if ts is not None else time.time(), value)])
+
+    async def record_many(self, samples: Iterable[tuple[str, Mapping[str, str], float, float]]) -> None:
+        batch = list(samples)
+        await self.store.record_many(batch)  # the store validates: a bad sample stops here, in neither
+        await self.memory.record_many(batch)
+
+    async def points(
+        self, name: str, matchers: Mapping[str, str], start: float, end: float
+    ) -> dict[Labels, list[Point]]:
+        if start >= self._since and self.memory.covers(name, matchers, start):
+            return await self.memory.points(name, matchers, start, end)
+        return await self.store.points(name, matchers, start, end)
+
+    async def latest(self, name: str, matchers: Mapping[str, str]) -> dict[Labels, Point]:
+        # the store knows series not seen since a restart; memory has the newest point of the others
+        return {**await self.store.latest(name, matchers), **await self.memory.latest(name, matchers)}
+
+    async def names(self) -> dict[str, list[dict[str, str]]]:
+        return await self.store.names()
+
+    async def flush(self) -> None:
+        await self.store.flush()
+
+    async def close(self) -> None:
+        await self.store.close()
 
 
 def _insert(points: deque[Point], point: Point) -> None:
