@@ -7,6 +7,8 @@ Each Telemetry has its own CollectorRegistry: nothing global, so several agents 
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
@@ -15,7 +17,9 @@ from ops_agent.governance.audit import AuditRecord
 from ops_agent.governance.gate import Caller, GovernanceGate
 from ops_agent.tools.monitoring import MonitoringTool
 
-__all__ = ["CONTENT_TYPE_LATEST", "Telemetry"]
+__all__ = ["ALERT_STATES", "CONTENT_TYPE_LATEST", "Telemetry"]
+
+ALERT_STATES = ("pending", "firing", "acknowledged", "resolved")
 
 
 class Telemetry:
@@ -43,6 +47,9 @@ class Telemetry:
         self.cpu = Gauge("ops_agent_system_cpu_percent", "Host CPU busy %.", registry=r)
         self.memory = Gauge("ops_agent_system_memory_percent", "Host memory used %.", registry=r)
         self.disk = Gauge("ops_agent_system_disk_percent", "Disk used % per mount.", ["mount"], registry=r)
+        self.alerts = Gauge("ops_agent_alerts", "Alerts by state.", ["state"], registry=r)
+        # Set by the alert engine when there is one; until then there are no alerts, and the gauges say 0.
+        self.alert_counts: Callable[[], Awaitable[dict[str, int]]] | None = None
         self.up = Gauge("ops_agent_service_up", "1 when the service's last probe was up.", ["service"], registry=r)
         self.service_latency = Gauge(
             "ops_agent_service_latency_seconds", "Latency of the service's last probe.", ["service"], registry=r
@@ -73,6 +80,9 @@ class Telemetry:
                 ("day", "usd", used.day_usd_micros, limits.daily_usd_micros),
             ):
                 self.budget.labels(agent, window, unit).set(spent / limit if limit else 0)
+        counts = await self.alert_counts() if self.alert_counts is not None else {}
+        for state in ALERT_STATES:
+            self.alerts.labels(state).set(counts.get(state, 0))
         if monitoring is not None:
             metrics = await monitoring.get_system_metrics()
             self.cpu.set(metrics.cpu_percent)

@@ -45,6 +45,15 @@ async def test_metrics_count_calls_decisions_and_show_the_present(services):
     assert found[("ops_agent_permission_level", (("agent", "ops_agent"), ("level", "sandbox_only")))] == 1
     assert found[("ops_agent_budget_used_ratio", (("agent", "ops_agent"), ("unit", "tokens"), ("window", "day")))] == 0
     assert 0 <= found[("ops_agent_system_cpu_percent", ())] <= 100
+    assert found[("ops_agent_alerts", (("state", "firing"),))] == 0  # no alert engine yet, so no alerts
+
+    async def counts() -> dict[str, int]:
+        return {"firing": 2, "pending": 1}
+
+    services.telemetry.alert_counts = counts  # what the alert engine will provide
+    found = samples((await scrape(services)).text)
+    assert found[("ops_agent_alerts", (("state", "firing"),))] == 2
+    assert found[("ops_agent_alerts", (("state", "resolved"),))] == 0
 
 
 async def test_metrics_need_a_token_when_tokens_are_configured(tmp_path):
