@@ -22,6 +22,7 @@ from ops_agent.governance import Caller, GovernanceGate
 from ops_agent.ooda.agent import OpsAgent, OpsAgentOODA
 from ops_agent.registry import ToolRegistry, ToolSpec
 from ops_agent.services import Services, open_services
+from ops_agent.tools.deployment import DeploymentTool
 from ops_agent.tools.monitoring import MonitoringTool
 
 __version__ = "0.1.0"
@@ -30,6 +31,7 @@ __all__ = [
     "BudgetExceeded",
     "Caller",
     "ConfigError",
+    "DeploymentTool",
     "GovernanceGate",
     "GovernanceRefusal",
     "GovernanceUnavailable",

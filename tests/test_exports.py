@@ -13,4 +13,6 @@ def test_all_is_complete_and_importable():
 
 def test_seed_names_are_exported():
     assert ops_agent.OpsAgent is ops_agent.OpsAgentOODA
-    assert {"OpsAgentOODA", "MonitoringTool", "Settings", "BudgetExceeded", "PermissionDenied"} <= set(ops_agent.__all__)
+    assert {"OpsAgentOODA", "DeploymentTool", "MonitoringTool", "Settings", "BudgetExceeded", "PermissionDenied"} <= set(
+        ops_agent.__all__
+    )
