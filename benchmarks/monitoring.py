@@ -57,44 +57,33 @@ def percentile(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(p / 100 * len(ordered)) - 1))]
 
 
-async def round_trips(calls: int, workdir: Path, *, client_validation: bool) -> None:
-    settings = load_settings(environ={"OPS_AGENT_DB": str(workdir / "bench.db"), "OPS_AGENT_LOG_LEVEL": "WARNING"})
-    async with open_services(settings) as services:
-        services.registry.register(NOOP)
-        async with Client(build_server(services)) as client:
-            if not client_validation:
-                # The SDK's client re-validates every structured result against the output schema with
-                # jsonschema (~0.7 ms for a 1.4 KB result): switched off here to see the server's own cost.
-                async def skip(name, result) -> None:
-                    return None
-
-                client.session.validate_tool_result = skip
-            times: dict[str, list[float]] = {"noop": [], "get_system_metrics": []}
-            for tool in times:  # warm up
-                for _ in range(20):
-                    await client.call_tool(tool, {})
-            block = max(1, calls // 20)
-            for index in range(20):  # alternating blocks: noise on this shared machine hits both alike
-                order = list(times) if index % 2 == 0 else list(reversed(times))
-                for tool in order:
-                    for _ in range(block):
-                        started = time.perf_counter()
-                        result = await client.call_tool(tool, {})
-                        times[tool].append(time.perf_counter() - started)
-                        assert not result.is_error, result.content
+async def compare(client: Client, calls: int, title: str) -> None:
+    """noop and get_system_metrics through one client, in alternating blocks (so noise on this shared
+    machine hits both alike), then p50/p99 and the ratio."""
+    times: dict[str, list[float]] = {"noop": [], "get_system_metrics": []}
+    for tool in times:  # warm up
+        for _ in range(20):
+            await client.call_tool(tool, {})
+    block = max(1, calls // 20)
+    for index in range(20):
+        for tool in list(times) if index % 2 == 0 else list(reversed(times)):
+            for _ in range(block):
+                started = time.perf_counter()
+                result = await client.call_tool(tool, {})
+                times[tool].append(time.perf_counter() - started)
+                assert not result.is_error, result.content
     noop, metrics = times["noop"], times["get_system_metrics"]
     ratio = statistics.median(metrics) / statistics.median(noop)
-    label = "with" if client_validation else "WITHOUT"
-    print(f"MCP round trip, {len(noop)} calls each (in-process client, the whole gate, {label} the client's output validation):")
-    print(f"  noop                p50 {statistics.median(noop) * 1000:7.3f} ms   p99 {percentile(noop, 99) * 1000:7.3f} ms")
-    print(f"  get_system_metrics  p50 {statistics.median(metrics) * 1000:7.3f} ms   p99 {percentile(metrics, 99) * 1000:7.3f} ms")
+    print(f"{title}, {len(noop)} calls each:")
+    for name, values in times.items():
+        print(f"  {name:<18}  p50 {statistics.median(values) * 1000:7.3f} ms   p99 {percentile(values, 99) * 1000:7.3f} ms")
     print(f"  ratio at p50: {ratio:.2f}x   [{'met' if ratio <= 1.5 else 'NOT MET'}] goal <= 1.5x;"
           f" [{'met' if percentile(metrics, 99) < 0.1 else 'NOT MET'}] seed: < 100 ms\n")
 
 
 async def round_trips_stdio(calls: int, workdir: Path) -> None:
-    """The same comparison over a real transport: the governed server of mcp_overhead.py (which adds the
-    no-op tool) as a stdio subprocess, one client, the SDK's validation on as any client has it."""
+    """Over a real transport: the governed server of mcp_overhead.py (which adds the no-op tool) as a
+    stdio subprocess; the SDK client validates results as any client does."""
     from mcp import StdioServerParameters
 
     server = StdioServerParameters(
@@ -102,26 +91,25 @@ async def round_trips_stdio(calls: int, workdir: Path) -> None:
         args=[str(Path(__file__).with_name("mcp_overhead.py")), "--serve", "governed", "--transport", "stdio",
               "--db", str(workdir / "stdio.db")],
     )
-    times: dict[str, list[float]] = {"noop": [], "get_system_metrics": []}
     async with Client(server) as client:
-        for tool in times:
-            for _ in range(20):
-                await client.call_tool(tool, {})
-        block = max(1, calls // 20)
-        for index in range(20):
-            for tool in (list(times) if index % 2 == 0 else list(reversed(times))):
-                for _ in range(block):
-                    started = time.perf_counter()
-                    result = await client.call_tool(tool, {})
-                    times[tool].append(time.perf_counter() - started)
-                    assert not result.is_error, result.content
-    noop, metrics = times["noop"], times["get_system_metrics"]
-    ratio = statistics.median(metrics) / statistics.median(noop)
-    print(f"MCP round trip over stdio (a server subprocess), {len(noop)} calls each:")
-    print(f"  noop                p50 {statistics.median(noop) * 1000:7.3f} ms   p99 {percentile(noop, 99) * 1000:7.3f} ms")
-    print(f"  get_system_metrics  p50 {statistics.median(metrics) * 1000:7.3f} ms   p99 {percentile(metrics, 99) * 1000:7.3f} ms")
-    print(f"  ratio at p50: {ratio:.2f}x   [{'met' if ratio <= 1.5 else 'NOT MET'}] goal <= 1.5x;"
-          f" [{'met' if percentile(metrics, 99) < 0.1 else 'NOT MET'}] seed: < 100 ms\n")
+        await compare(client, calls, "MCP round trip over stdio (a server subprocess)")
+
+
+async def round_trips(calls: int, workdir: Path, *, client_validation: bool) -> None:
+    """In process: the server's own cost shows, with and without the client's output validation."""
+    settings = load_settings(environ={"OPS_AGENT_DB": str(workdir / "bench.db"), "OPS_AGENT_LOG_LEVEL": "WARNING"})
+    async with open_services(settings) as services:
+        services.registry.register(NOOP)
+        async with Client(build_server(services)) as client:
+            if not client_validation:
+                # The SDK's client re-validates every structured result against its output schema with
+                # jsonschema, which alone costs more than a whole in-process no-op call: off, to see ours.
+                async def skip(name, result) -> None:
+                    return None
+
+                client.session.validate_tool_result = skip
+            label = "with" if client_validation else "WITHOUT"
+            await compare(client, calls, f"MCP round trip in process (the whole gate, {label} the client's output validation)")
 
 
 class _Endpoints(BaseHTTPRequestHandler):

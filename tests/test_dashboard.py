@@ -37,6 +37,7 @@ from ops_agent.config import CONFIG_FILE_VARIABLE, ENVIRONMENT, load_settings
 from ops_agent.services import Services, open_services
 from ops_agent.stores.sqlite import SqliteDatabase
 from ops_agent.tools.deployment import SqliteDeploymentHistory
+from tests.processes import STOP_TIMEOUT_S, free_port, stop, wait_until_healthy
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE = "http://127.0.0.1:8000"
@@ -52,7 +53,6 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 STARTUP_TIMEOUT_S = 20.0
-STOP_TIMEOUT_S = 5.0
 BROWSER_TIMEOUT_MS = 20_000
 TOKEN = "tok-dashboard-0123456789abcdef"
 OTHER_TOKEN = "tok-viewer-fedcba9876543210"
@@ -181,10 +181,6 @@ async def tcp_listener() -> AsyncIterator[int]:
         await server.wait_closed()
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 # -- routes in-process ------------------------------------------------------------------------------------
@@ -242,7 +238,7 @@ async def test_static_serves_only_its_own_files(services):
 
 
 async def test_snapshot_has_every_section(tmp_path, tcp_listener):
-    closed_port = _free_port()
+    closed_port = free_port()
     config = {
         "monitoring": {"sample_interval_s": 0.5},
         "services": [
@@ -437,14 +433,6 @@ def _server_env(db: Path) -> dict[str, str]:
     return env
 
 
-def _stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=STOP_TIMEOUT_S)
 
 
 def _seed_deployments(db: Path) -> None:
@@ -473,7 +461,7 @@ def _seed_deployments(db: Path) -> None:
 
 def _start_server(directory: Path, **extra: Any) -> RealServer:
     """`ops-agent serve --transport http` sampling every 0.5 s, watching its own /healthz, with history."""
-    port = _free_port()
+    port = free_port()
     db = directory / "ops-agent.db"
     _seed_deployments(db)
     config = {
@@ -491,22 +479,8 @@ def _start_server(directory: Path, **extra: Any) -> RealServer:
             env=_server_env(db), cwd=ROOT, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
         )
     server = RealServer(process, port, directory)
-    deadline = time.monotonic() + STARTUP_TIMEOUT_S
-    try:
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"server exited with {process.returncode}:\n{server.stderr.read_text()}")
-            try:
-                if httpx2.get(f"{server.base}/healthz", timeout=1.0).status_code == 200:
-                    return server
-            except httpx2.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"/healthz did not answer within {STARTUP_TIMEOUT_S} s:\n{server.stderr.read_text()}")
-            time.sleep(0.05)
-    except BaseException:
-        _stop(process)
-        raise
+    wait_until_healthy(process, server.base, server.stderr, STARTUP_TIMEOUT_S)
+    return server
 
 
 @pytest.fixture
@@ -517,7 +491,7 @@ def real_server(tmp_path: Path) -> Iterator[RealServer]:
     try:
         yield server
     finally:
-        _stop(server.process)
+        stop(server.process)
 
 
 @pytest.fixture
@@ -528,7 +502,7 @@ def token_server(tmp_path: Path) -> Iterator[RealServer]:
     try:
         yield server
     finally:
-        _stop(server.process)
+        stop(server.process)
 
 
 def _chromium() -> Path:

@@ -30,6 +30,7 @@ from mcp import Client, MCPError, StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
 
 from ops_agent.config import CONFIG_FILE_VARIABLE, ENVIRONMENT
+from tests.processes import free_port, stop, wait_until_healthy
 
 ROOT = Path(__file__).resolve().parents[1]
 MODES = [
@@ -49,16 +50,11 @@ INITIALIZE = {
     },
 }
 STARTUP_TIMEOUT_S = 20.0
-STOP_TIMEOUT_S = 5.0
 
 
 # -- helpers ----------------------------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _server_env(db: Path, **extra: str) -> dict[str, str]:
@@ -102,14 +98,6 @@ def _leaves(exc: BaseException) -> list[BaseException]:
     return [exc]
 
 
-def _stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=STOP_TIMEOUT_S)
 
 
 def _stdio_client(tmp_path: Path, mode: str = "auto", **env: str) -> tuple[Client, Path]:
@@ -142,7 +130,7 @@ class HttpServer:
 
 
 def _start_http_server(directory: Path, config_data: dict[str, Any]) -> HttpServer:
-    port = _free_port()
+    port = free_port()
     config = _write_config(directory / "config.yaml", config_data)
     db = directory / "ops-agent.db"
     stderr = directory / "stderr.log"
@@ -157,22 +145,8 @@ def _start_http_server(directory: Path, config_data: dict[str, Any]) -> HttpServ
             stderr=err,
         )
     server = HttpServer(process, port, db, config, stderr)
-    deadline = time.monotonic() + STARTUP_TIMEOUT_S
-    try:
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"server exited with {process.returncode}:\n{stderr.read_text()}")
-            try:
-                if httpx2.get(f"{server.base}/healthz", timeout=1.0).status_code == 200:
-                    return server
-            except httpx2.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"/healthz did not answer within {STARTUP_TIMEOUT_S} s:\n{stderr.read_text()}")
-            time.sleep(0.05)
-    except BaseException:
-        _stop(process)
-        raise
+    wait_until_healthy(process, server.base, stderr, STARTUP_TIMEOUT_S)
+    return server
 
 
 # -- fixtures ---------------------------------------------------------------------------------------------
@@ -224,7 +198,7 @@ def open_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HttpServer
     try:
         yield server
     finally:
-        _stop(server.process)
+        stop(server.process)
 
 
 @dataclass
@@ -259,7 +233,7 @@ def token_server(
     try:
         yield server
     finally:
-        _stop(server.process)
+        stop(server.process)
 
 
 def _bearer_client(server: HttpServer, token: str, mode: str = "auto") -> tuple[httpx2.AsyncClient, Any]:
@@ -517,7 +491,7 @@ async def test_http_execute_task_result_does_not_echo_a_token(token_server: Http
 
 
 def test_http_refuses_to_bind_beyond_loopback_without_tokens(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     config = _write_config(tmp_path / "config.yaml", {})
     with open(tmp_path / "stdout.log", "wb") as out, open(tmp_path / "stderr.log", "wb") as err:
         process = subprocess.Popen(
@@ -540,7 +514,7 @@ def test_http_refuses_to_bind_beyond_loopback_without_tokens(tmp_path: Path) -> 
             time.sleep(0.05)
         assert process.poll() is not None, "the server is still running after 15 s"
     finally:
-        _stop(process)
+        stop(process)
     stderr = " ".join((tmp_path / "stderr.log").read_text(encoding="utf-8").split())
     assert process.returncode != 0
     assert "mcp.tokens" in stderr

@@ -39,6 +39,7 @@ from ops_agent.tools.monitoring.prometheus import (
     prometheus_value,
     promql_series,
 )
+from tests.processes import free_port, stop
 
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
 STARTUP_TIMEOUT_S = 20.0
@@ -121,20 +122,8 @@ def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OpsAgentTarget]
 # -- a real Prometheus -------------------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
-def _stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=STOP_TIMEOUT_S)
 
 
 def _sample(base: str, promql: str) -> float | None:
@@ -169,7 +158,7 @@ def prometheus(
         f"    static_configs: [{{targets: ['{target.address}']}}]\n",
         encoding="utf-8",
     )
-    base = f"http://127.0.0.1:{_free_port()}"
+    base = f"http://127.0.0.1:{free_port()}"
     log = directory / "prometheus.log"
     with open(log, "wb") as out:
         process = subprocess.Popen(
@@ -201,7 +190,7 @@ def prometheus(
             time.sleep(0.1)
         yield base
     finally:
-        _stop(process)
+        stop(process)
 
 
 @pytest.fixture
@@ -333,7 +322,7 @@ async def test_query_range_and_series_names(client: PrometheusClient):
 
 
 async def test_prometheus_down_is_an_upstream_error_naming_it(http: httpx2.AsyncClient):
-    closed = f"http://127.0.0.1:{_free_port()}"  # nothing listens there any more
+    closed = f"http://127.0.0.1:{free_port()}"  # nothing listens there any more
     client = PrometheusClient(http, closed, timeout_s=2, bearer_token=TOKEN)
     for call in (client.query("up"), client.query_range("up", 0, 60, 15), client.series_names()):
         with pytest.raises(UpstreamError) as caught:
