@@ -69,7 +69,7 @@ class SqliteDatabase:
 
     async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run `fn(conn)` on the database thread (autocommit: for reads and single statements)."""
-        return await self._submit(lambda: fn(self._connection()))
+        return await self._submit(lambda: _no_cursor(fn(self._connection())))
 
     async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run `fn(conn)` inside one IMMEDIATE transaction, committed if it returns, rolled back if it raises."""
@@ -83,7 +83,7 @@ class SqliteDatabase:
                 conn.execute("ROLLBACK")
                 raise
             conn.execute("COMMIT")
-            return result
+            return _no_cursor(result)
 
         return await self._submit(transaction)
 
@@ -94,3 +94,14 @@ class SqliteDatabase:
 
     async def _submit(self, fn: Callable[[], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
+
+
+def _no_cursor(result: T) -> T:
+    """A cursor must not leave the database thread: freed on another thread, it resets a statement the
+    database thread may be using at that moment (SQLite answers "bad parameter or other API misuse").
+    A function that returns one gets its row count instead, the cursor closed here."""
+    if isinstance(result, sqlite3.Cursor):
+        count = result.rowcount
+        result.close()
+        return count  # type: ignore[return-value]
+    return result

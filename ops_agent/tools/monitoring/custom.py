@@ -106,8 +106,8 @@ class CustomMetrics:
         return (await self.get(name))[0]
 
     async def remove(self, name: str) -> bool:
-        cursor = await self.db.write(lambda conn: conn.execute("DELETE FROM custom_metrics WHERE name = ?", (name,)))
-        return cursor.rowcount > 0
+        deleted = await self.db.write(lambda conn: conn.execute("DELETE FROM custom_metrics WHERE name = ?", (name,)))
+        return deleted > 0
 
     async def get(self, name: str | None = None) -> list[CustomMetric]:
         """Definitions with their current values (all of them, or one)."""
