@@ -25,6 +25,7 @@ from ops_agent.tools.monitoring.series import SeriesStore
 __all__ = ["HealthReport", "MonitoringTool", "health_samples", "system_samples"]
 
 log = logging.getLogger(__name__)
+MIN_SAMPLE_GAP_S = 0.5
 
 
 class HealthReport(BaseModel):
@@ -70,6 +71,8 @@ class MonitoringTool:
 
     async def _sample(self) -> SystemMetrics:
         async with self._sampling:  # psutil's CPU windows are per process: one reader at a time
+            if self._latest and time.monotonic() - self._latest[0] < min(MIN_SAMPLE_GAP_S, self.sample_interval_s):
+                return self._latest[1]  # one was just taken (we waited for it): a new one would cover ~0 s
             metrics = await asyncio.to_thread(self._sampler.sample)
             self._latest = (time.monotonic(), metrics)
         if self.series is not None:
