@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import re
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -22,7 +22,16 @@ from ops_agent.errors import InvalidArguments, ToolFailed, ToolTimeout, UnknownT
 from ops_agent.governance.gate import Caller, GovernanceGate
 from ops_agent.redact import Redactor
 
-__all__ = ["Intent", "RedactedOutput", "ToolContext", "ToolInput", "ToolRegistry", "ToolSpec", "format_validation_error"]
+__all__ = [
+    "Intent",
+    "RedactedOutput",
+    "ToolContext",
+    "ToolInput",
+    "ToolRegistry",
+    "ToolSpec",
+    "format_validation_error",
+    "mentioned",
+]
 
 I = TypeVar("I", bound=BaseModel)
 O = TypeVar("O", bound=BaseModel)
@@ -48,6 +57,11 @@ class Intent:
 
     patterns: tuple[str, ...]
     arguments: Callable[[str, Mapping[str, Any]], list[dict[str, Any]] | str] = lambda clause, facts: [{}]
+
+
+def mentioned(clause: str, names: Iterable[str]) -> list[str]:
+    """The names that stand in the clause as whole words (a name may contain '.' and '-'), in `names` order."""
+    return [name for name in names if re.search(rf"(?<![\w.-]){re.escape(name)}(?![\w.-])", clause, re.I)]
 
 
 @dataclass

@@ -12,7 +12,7 @@ from mcp.types import ToolAnnotations
 from pydantic import Field, SecretStr, field_validator
 
 from ops_agent.config import VercelSettings
-from ops_agent.registry import Intent, ToolContext, ToolInput, ToolSpec
+from ops_agent.registry import Intent, ToolContext, ToolInput, ToolSpec, mentioned
 from ops_agent.tools.deployment.deployment_tool import DeploymentTool
 from ops_agent.tools.deployment.history import DeploymentHistory, SqliteDeploymentHistory
 from ops_agent.tools.deployment.models import (
@@ -333,8 +333,7 @@ _BRANCH = re.compile(r"\b(?:from\s+(?:the\s+)?(?:branch\s+)?|branch\s+)([A-Za-z0
 
 
 def _named_project(clause: str, facts: Mapping[str, Any]) -> str | None:
-    known: list[str] = list(facts.get("projects", ()))
-    return next((p for p in known if re.search(rf"(?<![\w.-]){re.escape(p)}(?![\w.-])", clause, re.I)), None)
+    return next(iter(mentioned(clause, facts.get("projects", ()))), None)
 
 
 def _project(clause: str, facts: Mapping[str, Any]) -> str | None:

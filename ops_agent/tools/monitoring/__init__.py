@@ -9,7 +9,7 @@ from typing import Any, Literal
 from mcp.types import ToolAnnotations
 from pydantic import BaseModel, Field
 
-from ops_agent.registry import Intent, ToolContext, ToolInput, ToolSpec
+from ops_agent.registry import Intent, ToolContext, ToolInput, ToolSpec, mentioned
 from ops_agent.tools.monitoring.custom import (
     CustomMetric,
     CustomMetrics,
@@ -63,7 +63,7 @@ _NOT_NAMES = {"the", "a", "an", "all", "every", "each", "our", "my", "this", "th
 
 def _health_arguments(clause: str, facts: Mapping[str, Any]) -> list[dict[str, Any]] | str:
     services: list[str] = list(facts.get("services", ()))
-    named = [name for name in services if re.search(rf"(?<![\w.-]){re.escape(name)}(?![\w.-])", clause, re.I)]
+    named = mentioned(clause, services)
     if named:
         return [{"service": name} for name in named]
     if _ALL_SERVICES.search(clause):
@@ -155,8 +155,7 @@ def _performance_line(report: PerformanceReport) -> str:
 
 
 def _performance_arguments(clause: str, facts: Mapping[str, Any]) -> list[dict[str, Any]] | str:
-    named = [name for name in facts.get("services", ()) if re.search(rf"(?<![\w.-]){re.escape(name)}(?![\w.-])", clause, re.I)]
-    return [{"service": name} for name in named] or [{}]
+    return [{"service": name} for name in mentioned(clause, facts.get("services", ()))] or [{}]
 
 
 def _metrics_line(m: SystemMetrics) -> str:
