@@ -367,3 +367,15 @@ def test_python_m_sandbox_serves_the_api(tmp_path):
         process.terminate()
         output = process.communicate(timeout=10)[0]
     assert f"VERCEL_API_URL=http://127.0.0.1:{port}" in output and "VERCEL_TOKEN=sandbox-token" in output
+
+
+async def test_a_refused_promotion_is_recorded_as_failed(ops, emulator):
+    from ops_agent.errors import UpstreamError
+
+    caller = ops.identity
+    await promote_agent(ops, caller, 30)
+    served = await deploy(ops, caller, environment="production")
+    with pytest.raises(UpstreamError, match="deployment_already_promoted"):
+        await ops.registry.invoke(caller, "promote", {"deployment_id": served.id})
+    [entry] = (await ops.registry.invoke(caller, "list_deployment_history", {"action": "promote"})).entries
+    assert entry.outcome == "failed" and "deployment_already_promoted" in entry.error

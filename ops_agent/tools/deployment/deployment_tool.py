@@ -17,9 +17,10 @@ whose answer was lost (5xx, timeout) is reconciled by looking the key up before 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -41,7 +42,7 @@ from ops_agent.tools.deployment.models import (
     deployment_info,
     environment_of,
 )
-from ops_agent.tools.deployment.vercel_client import VercelClient, VercelError
+from ops_agent.tools.deployment.vercel_client import VercelClient
 
 __all__ = ["DeploymentTool"]
 
@@ -99,11 +100,8 @@ class DeploymentTool:
             "meta": {IDEMPOTENCY_META: key, "opsAgentRequestedBy": requested_by},
             **self._target(environment),
         }
-        try:
+        async with self._failure_recorded(entry.id):
             created_body, reused = await self._create_once(body, details.get("id") or project, key)
-        except UpstreamError as exc:
-            await self.history.update(entry.id, outcome="failed", error=exc.public_message, finished_at=_now())
-            raise
         info = deployment_info(created_body, entry.project)
         await self.history.update(entry.id, deployment_id=info.id, deployment_url=info.deployment_url)
         if progress is not None:
@@ -251,11 +249,8 @@ class DeploymentTool:
             action="rollback", requested_by=requested_by, project=name or project_id, environment="production",
             deployment_id=target_id,
         )
-        try:
+        async with self._failure_recorded(entry.id):
             await self.client.rollback(project_id, target_id, description=f"ops-agent: undo {deployment_id}")
-        except UpstreamError as exc:
-            await self.history.update(entry.id, outcome="failed", error=exc.public_message, finished_at=_now())
-            raise
         info = deployment_info(target, name)
         await self.history.update(entry.id, outcome="done", deployment_url=info.deployment_url, finished_at=_now())
         return RollbackResult(
@@ -298,7 +293,8 @@ class DeploymentTool:
             action="promote", requested_by=requested_by, project=body.get("name") or "", environment="production",
             deployment_id=deployment_id,
         )
-        await self.client.promote(body.get("projectId") or "", deployment_id)
+        async with self._failure_recorded(entry.id):
+            await self.client.promote(body.get("projectId") or "", deployment_id)
         info = deployment_info(body)
         await self.history.update(entry.id, outcome="done", deployment_url=info.deployment_url, finished_at=_now())
         return info
@@ -312,13 +308,19 @@ class DeploymentTool:
             action="cancel", requested_by=requested_by, project=body.get("name") or "",
             environment=environment_of(body), deployment_id=deployment_id,
         )
-        try:
+        async with self._failure_recorded(entry.id):
             canceled = await self.client.cancel_deployment(deployment_id)
-        except VercelError as exc:
-            await self.history.update(entry.id, outcome="failed", error=exc.public_message, finished_at=_now())
-            raise
         await self.history.update(entry.id, outcome="canceled", finished_at=_now())
         return deployment_info(canceled)
+
+    @contextlib.asynccontextmanager
+    async def _failure_recorded(self, entry_id: int) -> AsyncIterator[None]:
+        """An upstream failure inside ends the history entry as failed, with the reason, and goes on up."""
+        try:
+            yield
+        except UpstreamError as exc:
+            await self.history.update(entry_id, outcome="failed", error=exc.public_message, finished_at=_now())
+            raise
 
     def _check_project(self, body: dict[str, Any], project: str | None) -> None:
         """When the caller named a project (it may decide the governance action), the deployment must be in it."""
