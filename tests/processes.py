@@ -29,20 +29,25 @@ def stop(process: subprocess.Popen) -> None:
             process.wait(timeout=STOP_TIMEOUT_S)
 
 
-def wait_until_healthy(process: subprocess.Popen, base_url: str, stderr: Path, timeout_s: float) -> None:
-    """Poll GET {base_url}/healthz until 200; stop the process and raise with its stderr otherwise."""
+def wait_until_healthy(process: subprocess.Popen, base_url: str, log: Path, timeout_s: float) -> None:
+    """Poll GET {base_url}/healthz until 200; see `wait_until_ready`."""
+    wait_until_ready(process, f"{base_url}/healthz", log, timeout_s)
+
+
+def wait_until_ready(process: subprocess.Popen, url: str, log: Path, timeout_s: float) -> None:
+    """Poll GET `url` until 200; stop the process and raise with the end of its log otherwise."""
     deadline = time.monotonic() + timeout_s
     try:
         while True:
             if process.poll() is not None:
-                raise RuntimeError(f"server exited with {process.returncode}:\n{stderr.read_text()}")
+                raise RuntimeError(f"server exited with {process.returncode}:\n{log.read_text()[-3000:]}")
             try:
-                if httpx2.get(f"{base_url}/healthz", timeout=1.0).status_code == 200:
+                if httpx2.get(url, timeout=1.0).status_code == 200:
                     return
             except httpx2.HTTPError:
                 pass
             if time.monotonic() > deadline:
-                raise RuntimeError(f"/healthz did not answer within {timeout_s} s:\n{stderr.read_text()}")
+                raise RuntimeError(f"{url} did not answer within {timeout_s} s:\n{log.read_text()[-3000:]}")
             time.sleep(0.05)
     except BaseException:
         stop(process)

@@ -39,7 +39,7 @@ from ops_agent.tools.monitoring.prometheus import (
     prometheus_value,
     promql_series,
 )
-from tests.processes import free_port, stop
+from tests.processes import free_port, stop, wait_until_ready
 
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
 STARTUP_TIMEOUT_S = 20.0
@@ -166,19 +166,8 @@ def prometheus(
              f"--web.listen-address={base.removeprefix('http://')}", "--web.enable-lifecycle"],
             cwd=directory, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
         )
+    wait_until_ready(process, f"{base}/-/ready", log, STARTUP_TIMEOUT_S)
     try:
-        deadline = time.monotonic() + STARTUP_TIMEOUT_S
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"prometheus exited with {process.returncode}:\n{log.read_text()[-3000:]}")
-            try:
-                if httpx2.get(f"{base}/-/ready", timeout=1).status_code == 200:
-                    break
-            except httpx2.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"prometheus not ready within {STARTUP_TIMEOUT_S} s:\n{log.read_text()[-3000:]}")
-            time.sleep(0.05)
         deadline = time.monotonic() + SCRAPED_TIMEOUT_S
         while not (
             _sample(base, f'up{{job="{JOB}"}}') == 1
