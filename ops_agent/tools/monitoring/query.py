@@ -51,7 +51,7 @@ from __future__ import annotations
 import asyncio
 import math
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from operator import attrgetter
 from typing import Literal, Protocol
@@ -444,20 +444,19 @@ class _Parser:
         )
 
     def arith(self, depth: int) -> tuple[Expr, int]:
-        node, height = self.term(depth)
-        while self.at("+") or self.at("-"):
-            op = self.advance()
-            right, right_height = self.term(depth)
-            height = max(height, right_height) + 1
-            self.nest(depth, height, op.pos)
-            node = BinaryOp(op.text, node, right)  # type: ignore[arg-type]
-        return node, height
+        return self.chain(depth, ("+", "-"), self.term)
 
     def term(self, depth: int) -> tuple[Expr, int]:
-        node, height = self.unary(depth)
-        while self.at("*") or self.at("/"):
+        return self.chain(depth, ("*", "/"), self.unary)
+
+    def chain(
+        self, depth: int, operators: tuple[str, ...], operand: Callable[[int], tuple[Expr, int]]
+    ) -> tuple[Expr, int]:
+        """operand { operator operand }, left-associative; the height of the tree counts toward nesting."""
+        node, height = operand(depth)
+        while any(self.at(op) for op in operators):
             op = self.advance()
-            right, right_height = self.unary(depth)
+            right, right_height = operand(depth)
             height = max(height, right_height) + 1
             self.nest(depth, height, op.pos)
             node = BinaryOp(op.text, node, right)  # type: ignore[arg-type]
