@@ -26,7 +26,6 @@ import asyncio
 import hashlib
 import hmac
 import html
-import ipaddress
 import json
 import logging
 import re
@@ -43,6 +42,7 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, RedirectResponse, Response
 
+from mcp_server._hosts import is_loopback
 from ops_agent import __version__
 from ops_agent.services import Services
 
@@ -76,7 +76,6 @@ PAGE_SECURITY = {
     "Cache-Control": "no-store",
 }
 _SESSION_LABEL = b"ops-agent dashboard session v1"
-_LOOPBACK_NAMES = {"localhost"}
 
 
 def add_dashboard_routes(
@@ -422,14 +421,7 @@ def _host_allowed(host: str, allowed: list[str]) -> bool:
         pattern.endswith(":*") and host.startswith(pattern[:-1]) for pattern in allowed
     ):
         return True
-    name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
-    name = name.strip("[]").lower()
-    if name in _LOOPBACK_NAMES:
-        return True
-    try:
-        return ipaddress.ip_address(name).is_loopback
-    except ValueError:
-        return False
+    return is_loopback(host.rsplit(":", 1)[0] if not host.endswith("]") else host)
 
 
 # -- assets ----------------------------------------------------------------------------------------------

@@ -13,7 +13,6 @@ caller, with its own reputation and budget.
 from __future__ import annotations
 
 import hmac
-import ipaddress
 import json
 import logging
 import uuid
@@ -32,6 +31,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from mcp_server._hosts import is_loopback
 from mcp_server.dashboard import add_dashboard_routes
 from ops_agent import __version__
 from ops_agent.errors import ConfigError, OpsAgentError
@@ -98,11 +98,12 @@ class _OpsMCPServer(MCPServer):
 def build_server(services: Services, *, via: str = "mcp-stdio") -> MCPServer:
     settings = services.settings.mcp
     tokens = {agent: token.get_secret_value() for agent, token in settings.tokens.items()}
+    verifier = _BearerTokens(tokens)
     auth_options: dict[str, Any] = {}
     if via == "mcp-http" and tokens:
         url = settings.public_url or f"http://{settings.host}:{settings.port}{settings.path}"
         auth_options = {
-            "token_verifier": _BearerTokens(tokens),
+            "token_verifier": verifier,
             "auth": AuthSettings(
                 issuer_url=url, resource_server_url=url, required_scopes=["ops"], validate_token_resource=False
             ),
@@ -129,7 +130,7 @@ def build_server(services: Services, *, via: str = "mcp-stdio") -> MCPServer:
         """Prometheus exposition; behind the same bearer tokens as MCP when tokens are configured."""
         if tokens:
             scheme, _, token = request.headers.get("authorization", "").partition(" ")
-            if scheme.lower() != "bearer" or await _BearerTokens(tokens).verify_token(token) is None:
+            if scheme.lower() != "bearer" or await verifier.verify_token(token) is None:
                 return Response("bearer token required\n", status_code=401, headers={"WWW-Authenticate": "Bearer"})
         telemetry = services.telemetry
         await telemetry.refresh(services.gate, services.monitoring, services.settings.governance.agent_name)
@@ -142,14 +143,14 @@ def build_server(services: Services, *, via: str = "mcp-stdio") -> MCPServer:
 def build_http_app(services: Services, server: MCPServer | None = None) -> Starlette:
     """The streamable HTTP app. Refuses to bind beyond loopback without bearer tokens."""
     settings = services.settings.mcp
-    if not _is_loopback(settings.host) and not settings.tokens:
+    if not is_loopback(settings.host) and not settings.tokens:
         raise ConfigError(
             f"mcp.host: binding to {settings.host} exposes the server beyond this machine; "
             "set mcp.tokens (agent name -> bearer token) first"
         )
     server = server or build_server(services, via="mcp-http")
     security = None
-    if settings.allowed_hosts or settings.allowed_origins or not _is_loopback(settings.host):
+    if settings.allowed_hosts or settings.allowed_origins or not is_loopback(settings.host):
         port = settings.port
         security = TransportSecuritySettings(
             allowed_hosts=[f"127.0.0.1:{port}", f"localhost:{port}", f"[::1]:{port}", *settings.allowed_hosts],
@@ -204,11 +205,3 @@ def _caller(local: Caller, via: str) -> Caller:
 def _error(message: str) -> CallToolResult:
     return CallToolResult(content=[TextContent(type="text", text=message)], is_error=True)
 
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
