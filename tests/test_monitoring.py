@@ -186,28 +186,32 @@ async def test_uptime_failures_in_a_row_and_latency_percentiles(http, base_url):
 
 
 async def test_the_background_loop_probes_each_service_on_its_interval(http, base_url):
-    seen: list[str] = []
+    from ops_agent.tools.monitoring.series import MemorySeries
 
-    async def on_probe(result) -> None:
-        seen.append(result.name)
-
+    series = MemorySeries()
     tool = MonitoringTool(
         [ServiceCheck(name="fast", url=f"{base_url}/health", interval_s=1),
          ServiceCheck(name="slow", url=f"{base_url}/health", interval_s=3600)],
-        http, sample_interval_s=0.5, on_probe=on_probe,
+        http, sample_interval_s=0.5, series=series,
     )
+
+    async def probes(service: str) -> int:
+        found = await series.points("service_up", {"service": service}, 0, time.time() + 1)
+        return sum(len(points) for points in found.values())
+
     task = asyncio.create_task(tool.run())
     try:
         for _ in range(100):
-            if seen.count("fast") >= 2:
+            if await probes("fast") >= 2:
                 break
             await asyncio.sleep(0.05)
     finally:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-    assert seen.count("fast") >= 2 and seen.count("slow") == 1
+    assert await probes("fast") >= 2 and await probes("slow") == 1
     assert tool.health.last("fast").status == "up"
+    assert "system_cpu_percent" in await series.names()  # samples are recorded on their own interval too
 
 
 def _make_certificates(directory) -> tuple[str, str, str]:

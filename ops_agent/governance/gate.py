@@ -29,7 +29,7 @@ from ops_agent.errors import (
 )
 from ops_agent.governance.audit import AuditLog, AuditRecord
 from ops_agent.governance.ledger import BudgetLimits, BudgetUsage, CostLedger
-from ops_agent.governance.policy import FREE, ActionRule, PolicyTable
+from ops_agent.governance.policy import CONSEQUENTIAL, FREE, ActionRule, PolicyTable
 from ops_agent.governance.reputation import AgentRecord, EventType, ReputationStore
 from ops_agent.redact import Redactor
 
@@ -38,7 +38,6 @@ __all__ = ["Caller", "GovernanceGate"]
 log = logging.getLogger("ops_agent.governance")
 T = TypeVar("T")
 
-CONSEQUENTIAL = ("write", "destructive", "outward")
 
 
 @dataclass(frozen=True, slots=True)

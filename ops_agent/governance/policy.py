@@ -23,6 +23,7 @@ __all__ = ["ActionKind", "ActionRule", "PolicyTable", "level_for_score"]
 ActionKind = Literal["read", "record", "write", "destructive", "outward", "delegate"]
 KINDS: tuple[ActionKind, ...] = ("read", "record", "write", "destructive", "outward", "delegate")
 FREE: frozenset[str] = frozenset({"read", "record"})  # cost nothing: allowed on a spent budget, audited in batches
+CONSEQUENTIAL: frozenset[str] = frozenset({"write", "destructive", "outward"})  # what reputation is earned on
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,13 +18,13 @@ from pydantic import BaseModel, Field
 
 from ops_agent.errors import GovernanceRefusal, OpsAgentError
 from ops_agent.governance.gate import Caller, GovernanceGate
+from ops_agent.governance.policy import CONSEQUENTIAL
 from ops_agent.ooda.planner import Act, Decision, Finish, Observation, Planner, StepResult, ToolCall
 from ops_agent.registry import ProgressCallback, ToolRegistry
 
 __all__ = ["Step", "TaskLoop", "TaskReport"]
 
 log = logging.getLogger("ops_agent.ooda")
-CONSEQUENTIAL = {"write", "destructive", "outward"}
 
 
 class Step(BaseModel):

@@ -38,9 +38,9 @@ from ops_agent.tools.deployment.models import (
     EnvVarInfo,
     EnvVarList,
     RollbackResult,
-    _time,
     deployment_info,
     environment_of,
+    from_epoch_ms,
 )
 from ops_agent.tools.deployment.vercel_client import VercelClient
 
@@ -391,7 +391,7 @@ def _env_info(env: dict[str, Any]) -> EnvVarInfo:
         type=env.get("type"),
         targets=[target] if isinstance(target, str) else list(target),
         custom_environment_ids=list(env.get("customEnvironmentIds") or []),
-        updated_at=_time(env.get("updatedAt")),
+        updated_at=from_epoch_ms(env.get("updatedAt")),
     )
 
 

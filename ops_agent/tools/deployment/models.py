@@ -24,6 +24,7 @@ __all__ = [
     "RollbackResult",
     "TERMINAL_STATES",
     "deployment_info",
+    "from_epoch_ms",
 ]
 
 Environment = Literal["production", "staging", "preview"]
@@ -112,7 +113,7 @@ class HistoryList(BaseModel):
     entries: list[HistoryEntry]
 
 
-def _time(ms: Any) -> datetime | None:
+def from_epoch_ms(ms: Any) -> datetime | None:
     return datetime.fromtimestamp(ms / 1000, UTC) if isinstance(ms, (int, float)) and ms > 0 else None
 
 
@@ -141,8 +142,8 @@ def deployment_info(body: dict[str, Any], project: str | None = None) -> Deploym
         deployment_url=f"https://{url}" if url and "://" not in url else url,
         branch=git.get("ref") or meta.get("githubCommitRef") or meta.get("branch"),
         commit=git.get("sha") or meta.get("githubCommitSha"),
-        created_at=_time(body.get("createdAt") or body.get("created")),
-        ready_at=_time(body.get("ready")),
+        created_at=from_epoch_ms(body.get("createdAt") or body.get("created")),
+        ready_at=from_epoch_ms(body.get("ready")),
         aliases=[alias for alias in body.get("alias") or [] if isinstance(alias, str)],
         error=error,
         inspector_url=body.get("inspectorUrl"),

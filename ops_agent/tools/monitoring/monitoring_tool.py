@@ -3,7 +3,7 @@
 `run()` is the background loop (started by the composition root): a system sample every
 `sample_interval_s`, and each service probed on its own `interval_s`. `get_system_metrics()` answers from
 the latest sample at once; it samples on the spot only when there is no recent one (a one-shot CLI run).
-Each sample and probe is handed to `on_sample` / `on_probe` when given (the series store records them).
+Each sample and probe is recorded in the series store, when one is given.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
 
 import httpx2
 from pydantic import BaseModel
@@ -44,14 +43,10 @@ class MonitoringTool:
         sample_interval_s: float = 5.0,
         top_processes: int = 5,
         series: SeriesStore | None = None,
-        on_sample: Callable[[SystemMetrics], Awaitable[None]] | None = None,
-        on_probe: Callable[[ServiceHealth], Awaitable[None]] | None = None,
     ) -> None:
         self.health = HealthChecker(services, http)
         self.series = series
         self.sample_interval_s = sample_interval_s
-        self.on_sample = on_sample
-        self.on_probe = on_probe
         self._sampler = SystemSampler(top_n=top_processes)
         self._latest: tuple[float, SystemMetrics] | None = None
         self._sampling = asyncio.Lock()
@@ -77,8 +72,6 @@ class MonitoringTool:
             self._latest = (time.monotonic(), metrics)
         if self.series is not None:
             await self.series.record_many(system_samples(metrics))
-        if self.on_sample is not None:
-            await self.on_sample(metrics)
         return metrics
 
     async def check_service_health(self, service: str | None = None) -> HealthReport:
@@ -121,9 +114,6 @@ class MonitoringTool:
         results = await self.health.check(names)
         if self.series is not None:
             await self.series.record_many(sample for result in results for sample in health_samples(result))
-        if self.on_probe is not None:
-            for result in results:
-                await self.on_probe(result)
         return results
 
     async def record_metric(self, name: str, value: float, labels: dict[str, str], ts: float | None) -> None:
