@@ -33,6 +33,7 @@ from starlette.responses import JSONResponse, Response
 
 from mcp_server._hosts import is_loopback
 from mcp_server.dashboard import add_dashboard_routes
+from mcp_server.ingest import add_ingest_routes
 from ops_agent import __version__
 from ops_agent.errors import ConfigError, OpsAgentError
 from ops_agent.governance import Caller
@@ -137,6 +138,7 @@ def build_server(services: Services, *, via: str = "mcp-stdio") -> MCPServer:
         return Response(telemetry.exposition(), media_type=CONTENT_TYPE_LATEST)
 
     add_dashboard_routes(server, services)
+    add_ingest_routes(server, services)
     return server
 
 

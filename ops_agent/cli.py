@@ -12,6 +12,7 @@ from typing import Annotated, Any, Optional, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape  # log text is data: its brackets are not markup
 from rich.table import Table
 
 from ops_agent.config import Settings, load_settings
@@ -379,6 +380,146 @@ def audit(
             f"{r['duration_ms']:.1f}", r["error"] or "",
         )
     out.print(table)
+
+
+logs_app = typer.Typer(help="Collect, search and analyse logs.", no_args_is_help=True)
+app.add_typer(logs_app, name="logs")
+SinceOption = Annotated[str, typer.Option("--since", "-s", help="15m, 1h, 24h, 7d, ISO START..END, or all.")]
+ServiceOption = Annotated[Optional[str], typer.Option("--service", help="Only this service.")]
+
+
+@logs_app.command("ingest")
+def logs_ingest(
+    files: Annotated[Optional[list[Path]], typer.Argument(help="Files to read; none or '-' reads standard input.")] = None,
+    service: Annotated[str, typer.Option(help="Service for lines that name none (default: the file's stem).")] = "",
+    host: Annotated[str, typer.Option(help="Host for lines that name none.")] = "",
+    config: ConfigOption = None,
+    quiet: QuietOption = False,
+) -> None:
+    """Parse, redact and index log lines from files or standard input (any mix of formats)."""
+    settings = _settings(config, quiet)
+    sources = files or [Path("-")]
+    for source in sources:
+        if str(source) != "-" and not source.is_file():
+            raise _fail(f"file {source}: not found or not a regular file", 2)
+
+    async def work(services: Services) -> int:
+        total = 0
+        for source in sources:
+            stream = sys.stdin.buffer if str(source) == "-" else open(source, "rb")  # noqa: SIM115
+            try:
+                name = service or ("" if str(source) == "-" else source.stem.split(".")[0])
+                total += await services.logs.collector.ingest_chunks(_chunks(stream), service=name, host=host)
+            finally:
+                if stream is not sys.stdin.buffer:
+                    stream.close()
+        return total
+
+    total = _with_services(settings, work)
+    err.print(f"stored {total} lines", highlight=False)
+
+
+async def _chunks(stream: Any) -> Any:
+    """What the stream has ready, 1 MiB at most at a time, read off the event loop."""
+    while chunk := await asyncio.to_thread(stream.read1, 1 << 20):
+        yield chunk
+
+
+@logs_app.command("search")
+def logs_search(
+    query: Annotated[str, typer.Argument(help='Terms, "phrases", field:value, NOT, OR (see docs/LOGS_GUIDE.md).')] = "",
+    since: SinceOption = "1h",
+    severity: Annotated[Optional[str], typer.Option(help="A threshold: error includes critical.")] = None,
+    service: ServiceOption = None,
+    limit: Annotated[int, typer.Option(min=1, max=1000)] = 50,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Search the log index (through the gate), newest first."""
+    arguments = {"query": query, "time_range": since, "severity": severity, "service": service, "limit": limit}
+    result = _call_with_progress(config, True, "search_logs", {k: v for k, v in arguments.items() if v is not None})
+    if as_json:
+        _print_json(result)
+        return
+    colours = {"critical": "bold red", "error": "red", "warning": "yellow", "debug": "dim"}
+    for r in reversed(result["records"]):  # oldest at the top, like a terminal log
+        colour = colours.get(r["severity"], "default")
+        out.print(
+            f"[dim]{r['time'][:23].replace('T', ' ')}[/dim] [{colour}]{r['severity']:<8}[/] "
+            f"[cyan]{r['service'] or '-'}[/cyan] {escape(r['message'])}",
+            highlight=False, soft_wrap=True,
+        )
+    out.print(f"[dim]{result['returned']} of {result['total']} matching records[/dim]")
+
+
+@logs_app.command("patterns")
+def logs_patterns(
+    since: SinceOption = "24h",
+    severity: Annotated[str, typer.Option(help="Analyse lines at this severity and above.")] = "error",
+    service: ServiceOption = None,
+    limit: Annotated[int, typer.Option(min=1, max=200)] = 20,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Error patterns of a window, with trends, known signatures and recommendations."""
+    arguments = {"time_range": since, "severity": severity, "service": service, "limit": limit}
+    result = _call_with_progress(config, True, "analyze_error_patterns", {k: v for k, v in arguments.items() if v is not None})
+    if as_json:
+        _print_json(result)
+        return
+    table = Table("count", "share", "trend", "services", "template")
+    for p in result["patterns"]:
+        table.add_row(str(p["count"]), f"{p['share']:.1%}", p["trend"], ",".join(p["services"]), escape(p["template"]))
+    out.print(table)
+    out.print(f"[dim]{result['lines']} {result['severity']}+ lines analysed[/dim]")
+    for recommendation in result["recommendations"]:
+        out.print(f"→ {escape(recommendation)}", highlight=False)
+
+
+@logs_app.command("anomalies")
+def logs_anomalies(
+    window: Annotated[str, typer.Option(help="The recent window judged, e.g. 5m, 15m, 1h.")] = "15m",
+    baseline_windows: Annotated[int, typer.Option(min=3, max=200, help="Windows before it, as baseline.")] = 12,
+    service: ServiceOption = None,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Volume spikes and drops, new error templates and rate jumps in the recent window."""
+    arguments = {"window": window, "baseline_windows": baseline_windows, "service": service}
+    result = _call_with_progress(config, True, "detect_anomalies", {k: v for k, v in arguments.items() if v is not None})
+    if as_json:
+        _print_json(result)
+        return
+    if not result["anomalies"]:
+        out.print(result["note"] or "no anomalies: log volume and patterns look normal")
+    for a in result["anomalies"]:
+        out.print(f"[bold]{a['kind']}[/bold] score {a['score']}: {escape(a['explanation'])}", highlight=False)
+        for hint in a["hints"]:
+            out.print(f"   [yellow]{escape(hint)}[/yellow]", highlight=False)
+    for recommendation in result["recommendations"]:
+        out.print(f"→ {escape(recommendation)}", highlight=False)
+
+
+@logs_app.command("pull")
+def logs_pull(
+    deployment: Annotated[Optional[str], typer.Argument(help="Deployment id or URL (default: production).")] = None,
+    project: Annotated[Optional[str], typer.Option(help="Project (default: vercel.default_project).")] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Pull a Vercel deployment's build and runtime logs into the index."""
+    arguments = {"deployment": deployment, "project": project}
+    result = _call_with_progress(config, True, "collect_vercel_logs", {k: v for k, v in arguments.items() if v is not None})
+    out.print(f"stored {result['accepted']} lines from {result['source']}", highlight=False)
+
+
+@logs_app.command("stats")
+def logs_stats(config: ConfigOption = None, as_json: JsonOption = False) -> None:
+    """How many records the log index holds, and their time span."""
+    result = _call_with_progress(config, True, "log_stats", {})
+    if as_json:
+        _print_json(result)
+        return
+    out.print(f"{result['records']} records in {result['backend']}: {result['oldest'] or '-'} .. {result['newest'] or '-'}")
 
 
 def _parse_arguments(pairs: list[str], args_json: str | None) -> dict[str, Any]:

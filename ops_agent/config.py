@@ -168,6 +168,34 @@ class VercelSettings(_Section):
     deploy_timeout_s: float = Field(900.0, gt=0, description="How long a deploy waits for a final state.")
 
 
+class LogFileSource(_Section):
+    path: str = Field(min_length=1, description="A file or glob (`**` allowed, `~` expanded) to follow.")
+    service: str = Field("", description="Service name for lines that carry none; default: the file's stem.")
+    start_at_end: bool = Field(False, description="Skip what the files hold at start-up; read only new lines.")
+
+
+class LogSettings(_Section):
+    path: Path | None = Field(
+        None, description="SQLite file for the log index; default: logs.db beside storage.path."
+    )
+    database_url: SecretStr | None = Field(
+        None, description="postgresql:// URL: keep the log index in PostgreSQL instead of SQLite."
+    )
+    retention_days: float = Field(7.0, gt=0, description="Records older than this are deleted.")
+    files: list[LogFileSource] = Field(default_factory=list, description="Files to collect from continuously.")
+    poll_interval_s: float = Field(0.5, gt=0, le=60, description="How often followed files are checked.")
+    batch_size: int = Field(2000, ge=1, le=100_000, description="Records written per index transaction.")
+    ingest_token: SecretStr | None = Field(
+        None, description="Bearer token the HTTP ingest endpoint requires from non-loopback senders."
+    )
+    drain_secret: SecretStr | None = Field(
+        None, description="Vercel log-drain secret; deliveries must carry a valid x-vercel-signature."
+    )
+    signatures_file: Path | None = Field(
+        None, description="Extra known-failure signatures (YAML), added to the built-in ones."
+    )
+
+
 class NotifySettings(_Section):
     mailtrap_token: SecretStr | None = None
     slack_webhook_url: SecretStr | None = None
@@ -190,6 +218,7 @@ class Settings(_Section):
     mcp: MCPSettings = MCPSettings()
     monitoring: MonitoringSettings = MonitoringSettings()
     services: Annotated[list[ServiceCheck], Field(description="Services whose health is checked.")] = []
+    logs: LogSettings = LogSettings()
     vercel: VercelSettings = VercelSettings()
     notify: NotifySettings = NotifySettings()
     redis: RedisSettings = RedisSettings()
@@ -240,6 +269,9 @@ ENVIRONMENT: dict[str, tuple[str, ...]] = {
     "OPS_AGENT_DB": ("storage", "path"),
     "OPS_AGENT_LOG_LEVEL": ("log_level",),
     "OPS_AGENT_NAME": ("governance", "agent_name"),
+    "OPS_AGENT_LOGS_DB": ("logs", "path"),
+    "OPS_AGENT_LOGS_DATABASE_URL": ("logs", "database_url"),
+    "VERCEL_LOG_DRAIN_SECRET": ("logs", "drain_secret"),
 }
 CONFIG_FILE_VARIABLE = "OPS_AGENT_CONFIG"
 

@@ -5,7 +5,7 @@
     ├── ToolRetry                 the caller should fix its request and try again
     │   ├── InvalidArguments      arguments failed validation (names each field and the problem)
     │   ├── UnknownTool           no tool of that name
-    │   └── QueryError            a metric query that does not parse (tools/monitoring/query.py; has a position)
+    │   └── QueryError            a metric or log query that does not parse (has a position)
     ├── ToolFailed                the tool ran and failed; terminal for this call
     │   └── ToolTimeout           the tool did not finish within its timeout
     ├── GovernanceRefusal         the gate said no
@@ -35,6 +35,7 @@ __all__ = [
     "PermissionDenied",
     "PlannerError",
     "PlannerStepsExceeded",
+    "QueryError",
     "ToolFailed",
     "ToolRetry",
     "ToolTimeout",
@@ -68,6 +69,33 @@ class InvalidArguments(ToolRetry):
         self.problems = problems
         lines = "; ".join(f"{field}: {message}" for field, message in problems)
         super().__init__(f"invalid arguments for {tool}: {lines}")
+
+
+class QueryError(ToolRetry):
+    """The query text is wrong at `position` (0-based index into the text; len(text) means its end).
+
+    With `query`, `public_message` shows the text with a caret under the position."""
+
+    def __init__(self, message: str, position: int, query: str | None = None) -> None:
+        self.message = message
+        self.position = position
+        self.query = query
+        public = f"{message} (at position {position})"
+        if query is not None:
+            public += ":\n" + _caret(query, position)
+        super().__init__(public)
+
+
+def _caret(query: str, position: int, width: int = 72) -> str:
+    """Two lines: the query (a window of it around `position` when long) and a caret under it."""
+    start = 0
+    if len(query) > width:
+        start = max(0, min(position - width // 2, len(query) - width))
+    shown = query[start : start + width]
+    head = "…" if start > 0 else ""
+    tail = "…" if start + width < len(query) else ""
+    shown = "".join(" " if ord(c) < 32 or 127 <= ord(c) < 160 else c for c in shown)
+    return f"  {head}{shown}{tail}\n  {' ' * (len(head) + position - start)}^"
 
 
 class UnknownTool(ToolRetry):

@@ -19,16 +19,25 @@ MASK = "[REDACTED]"
 _SECRET_KEY = re.compile(r"(pass(word|wd)?|secret|token(?!s)|api[_-]?key|authorization|credential|private[_-]?key)", re.I)
 _PATTERNS = [
     re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]{8,}"),
-    re.compile(r"\bsk-ant-[A-Za-z0-9_-]{10,}"),
-    re.compile(r"\bxox[abposr]-[A-Za-z0-9-]{10,}"),
+    re.compile(r"\bsk-(?:ant-|proj-)?[A-Za-z0-9_-]{20,}"),  # Anthropic, OpenAI
+    re.compile(r"\bxox[abposr]-[A-Za-z0-9-]{10,}"),  # Slack
     re.compile(r"https://hooks\.slack\.com/services/[A-Za-z0-9/_-]+"),
+    re.compile(r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b"),  # AWS access key ids
+    re.compile(r"\b(?:gh[pousr]_[A-Za-z0-9]{30,}|github_pat_[A-Za-z0-9_]{22,})"),  # GitHub
+    re.compile(r"\b[rs]k_(?:live|test)_[A-Za-z0-9]{16,}"),  # Stripe
+    re.compile(r"\bAIza[0-9A-Za-z_-]{35}"),  # Google API keys
+    re.compile(r"\bnpm_[A-Za-z0-9]{36}\b"),
+    re.compile(r"\bSG\.[\w-]{16,}\.[\w-]{16,}"),  # SendGrid
     re.compile(r"\beyJ[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]+"),  # JWTs
-    re.compile(r"(?<=://)[^/\s:@]+:[^/\s@]+(?=@)"),  # user:password@ in URLs
-    re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?-----END [A-Z ]*PRIVATE KEY-----"),
+    re.compile(r"(?<=://)[^/\s:@]*:[^/\s@]+(?=@)"),  # [user]:password@ in URLs
+    # A whole PEM key; or, in a log cut into lines, its first line to the end and its 64-column body lines.
+    re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----(?:[\s\S]*?-----END [A-Z ]*PRIVATE KEY-----|.*)"),
+    re.compile(r"(?<![^\n])[A-Za-z0-9+/]{64}(?![^\n])"),
 ]
-# key=value / key: value where the key sounds secret; the key stays readable.
+# key=value, key: value, "key": "value" where the key sounds secret; the key stays readable.
 _KEY_VALUE = re.compile(
-    r"(?i)((?:password|passwd|secret|token(?!s)|api_?key)[A-Za-z_]*\s*[=:]\s*[\"']?)[^\s,;&\"']+"
+    r"(?i)((?:password|passwd|pwd|secret|token(?!s)|api[_-]?key|access[_-]?key|session[_-]?(?:id|token)|"
+    r"credentials?)[A-Za-z_-]*[\"']?\s*[=:]\s*[\"']?)[^\s,;&\"'}]+"
 )
 
 

@@ -11,14 +11,16 @@ import contextlib
 import logging
 import sqlite3
 import sys
+import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 import httpx2
 
-from ops_agent.config import Settings
+from ops_agent.config import LogSettings, Settings
 from ops_agent.governance import (
     BudgetLimits,
     Caller,
@@ -36,6 +38,12 @@ from ops_agent.registry import ToolRegistry
 from ops_agent.stores.sqlite import SqliteDatabase
 from ops_agent.telemetry import Telemetry
 from ops_agent.tools.deployment import DeploymentTool, SqliteDeploymentHistory, VercelClient, deployment_specs
+from ops_agent.tools.logs import LogAnalysisTool, LogCollector, VercelLogPuller, log_specs
+from ops_agent.tools.logs.follow import FileFollower
+from ops_agent.tools.logs.log_metrics import LogMetrics
+from ops_agent.tools.logs.rootcause import DeploymentEvent, load_signatures
+from ops_agent.tools.logs.sqlite_store import SqliteLogStore
+from ops_agent.tools.logs.store import LogStore
 from ops_agent.tools.monitoring import CustomMetrics, MonitoringTool, monitoring_specs
 from ops_agent.tools.monitoring.prometheus import PrometheusClient
 from ops_agent.tools.monitoring.series import MemorySeries, SeriesStore, SqliteSeriesStore, TieredSeries
@@ -46,6 +54,7 @@ if TYPE_CHECKING:
 __all__ = ["Services", "configure_logging", "open_services"]
 
 log = logging.getLogger("ops_agent.governance")
+logs_log = logging.getLogger("ops_agent.logs")
 USER_AGENT = "ops-agent/0.1"
 
 
@@ -58,6 +67,7 @@ class Services:
     loop: TaskLoop
     monitoring: MonitoringTool
     deployment: DeploymentTool
+    logs: LogAnalysisTool
     telemetry: Telemetry
     http: httpx2.AsyncClient
 
@@ -134,6 +144,9 @@ async def open_services(
         deployment = DeploymentTool(_vercel_client(settings, http), history, settings.vercel)
         for spec in deployment_specs(deployment, settings.vercel):
             registry.register(spec)
+        logs = await _open_logs(settings, redactor, series, deployment, degraded_reason, stack)
+        for spec in log_specs(logs, VercelLogPuller(lambda: deployment.client), settings.vercel.default_project):
+            registry.register(spec)
         planner = _planner(settings, registry, gate, anthropic_client, stack)
         facts = {
             "services": [service.name for service in settings.services],
@@ -142,7 +155,7 @@ async def open_services(
         }
         loop = TaskLoop(registry, planner, gate, max_steps=settings.llm.max_steps, facts=facts)
         registry.register(execute_task_spec(loop))
-        yield Services(settings, redactor, gate, registry, loop, monitoring, deployment, telemetry, http)
+        yield Services(settings, redactor, gate, registry, loop, monitoring, deployment, logs, telemetry, http)
 
 
 async def _open_database(
@@ -160,6 +173,68 @@ async def _open_database(
     stack.push_async_callback(memory.close)
     await memory.open()
     return memory, reason
+
+
+async def _open_logs(
+    settings: Settings,
+    redactor: Redactor,
+    series: SeriesStore,
+    deployment: DeploymentTool,
+    degraded_reason: str | None,
+    stack: AsyncExitStack,
+) -> LogAnalysisTool:
+    """The log index (its own SQLite file, or PostgreSQL), its collector and the background collection."""
+    config = settings.logs
+    store: LogStore
+    if config.database_url is not None:
+        from ops_agent.tools.logs.postgres_store import PostgresLogStore
+
+        store = PostgresLogStore(config.database_url.get_secret_value())
+    else:
+        path = ":memory:" if degraded_reason else config.path or settings.storage.path.with_name("logs.db")
+        store = SqliteLogStore(path)
+    await store.open()
+    stack.push_async_callback(store.close)
+    metrics = LogMetrics(series)
+    collector = LogCollector(store, redactor, batch_size=config.batch_size, observers=[metrics.observe])
+
+    async def deployments_since(since: float) -> list[DeploymentEvent]:
+        # Requested up to an hour before `since` may still have finished after it.
+        entries = await deployment.history.list(since=datetime.fromtimestamp(since - 3600, UTC), limit=200)
+        return [
+            DeploymentEvent(e.deployment_id or e.deployment_url or f"#{e.id}", e.project, e.environment,
+                            e.finished_at.timestamp(), e.action)
+            for e in entries
+            if e.finished_at is not None and e.outcome in ("ready", "done")
+        ]
+
+    tool = LogAnalysisTool(
+        store, collector, signatures=load_signatures(config.signatures_file), deployments=deployments_since,
+        metrics=metrics,
+    )
+    stack.push_async_callback(_cancel, asyncio.create_task(_maintain_logs(store, metrics, config), name="logs"))
+    for source in config.files:
+        follower = FileFollower([source.path], start_at_end=source.start_at_end, poll_interval_s=config.poll_interval_s)
+        task = asyncio.create_task(collector.follow_files(follower, {source.path: source.service}), name="logs:files")
+        stack.push_async_callback(_cancel, task)
+    return tool
+
+
+async def _maintain_logs(store: LogStore, metrics: LogMetrics, config: LogSettings) -> None:
+    """Writes closed log-metric windows into the series, and applies retention once an hour."""
+    next_prune = 0.0
+    while True:
+        now = time.time()
+        try:
+            await metrics.flush(now)
+            if now >= next_prune:
+                removed = await store.prune(now - config.retention_days * 86400)
+                if removed:
+                    logs_log.info("log retention: deleted %d records older than %g days", removed, config.retention_days)
+                next_prune = now + 3600
+        except Exception:
+            logs_log.exception("log maintenance failed; retrying")
+        await asyncio.sleep(metrics.window_s)
 
 
 async def _open_governance(

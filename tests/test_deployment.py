@@ -379,3 +379,26 @@ async def test_a_refused_promotion_is_recorded_as_failed(ops, emulator):
         await ops.registry.invoke(caller, "promote", {"deployment_id": served.id})
     [entry] = (await ops.registry.invoke(caller, "list_deployment_history", {"action": "promote"})).entries
     assert entry.outcome == "failed" and "deployment_already_promoted" in entry.error
+
+
+async def test_vercel_build_and_runtime_logs_are_pulled_once_into_the_index(ops, emulator, checked):
+    caller = ops.identity
+    built = await deploy(ops, caller, environment="preview")
+    emulator.state.emit_runtime_log(built.id, "GET /api/orders 200", path="/api/orders")
+    emulator.state.emit_runtime_log(
+        built.id, "Error: connect ECONNREFUSED 10.0.0.5:5432 token=abc123secretvalue", level="error", status=500
+    )
+    first = await ops.registry.invoke(caller, "collect_vercel_logs", {"deployment": built.id})
+    build_lines = len([e for e in emulator.state.deployment_events(emulator.team_id, built.id) if e["payload"]["text"]])
+    assert first.accepted == build_lines + 2 and build_lines > 0
+    again = await ops.registry.invoke(caller, "collect_vercel_logs", {"deployment": built.id})
+    assert again.accepted == 0  # nothing new since the first pull
+    emulator.state.emit_runtime_log(built.id, "GET /api/orders 200 after", path="/api/orders")
+    assert (await ops.registry.invoke(caller, "collect_vercel_logs", {"deployment": built.id})).accepted == 1
+
+    found = await ops.registry.invoke(caller, "search_logs", {"query": "ECONNREFUSED", "time_range": "1h"})
+    record = found.records[0]
+    assert found.total == 1 and record.severity == "error" and record.service == PROJECT
+    assert record.attributes["status"] == 500 and record.attributes["deploymentId"] == built.id
+    assert "abc123secretvalue" not in record.message
+    assert any(path.endswith("/runtime-logs") for path in checked)  # contract-checked on the wire

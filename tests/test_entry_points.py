@@ -40,6 +40,12 @@ SAMPLE_ARGUMENTS = {
     "get_custom_metrics": {},
     "query_metrics": {"query": "avg(system_cpu_percent[5m])"},
     "get_performance_metrics": {},
+    "search_logs": {"query": "timeout", "time_range": "1h", "severity": "error"},
+    "analyze_error_patterns": {"time_range": "24h"},
+    "detect_anomalies": {},
+    "ingest_logs": {"lines": ["2026-01-01T00:00:00Z ERROR boom"], "service": "api"},
+    "collect_vercel_logs": {"deployment": "dpl_abc123"},
+    "log_stats": {},
 }
 WRONG_TYPE = [{"not": ["valid", 1]}]  # a list of objects: wrong for every field of every tool
 

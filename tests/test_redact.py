@@ -60,3 +60,43 @@ def test_log_lines_and_tracebacks_are_scrubbed(caplog):
         logger.removeFilter(filter_)
     assert "topsecretvalue42" not in caplog.text
     assert "RuntimeError: failed with [REDACTED]" in caplog.text
+
+
+# Secrets as they appear in real log lines: each must be gone after redaction, the rest of the line kept.
+LOG_LINE_SECRETS = [
+    ("curl -H 'Authorization: Bearer ghp_16C7e42F292c6912E7710c838347Ae178B4a' api.github.com", "16C7e42F292c6912E7710c838347Ae178B4a"),
+    ("aws configure set aws_access_key_id AKIAIOSFODNN7EXAMPLE", "AKIAIOSFODNN7EXAMPLE"),
+    ("aws_secret_access_key=wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY", "wJalrXUtnFEMI/K7MDENG"),
+    ("charging with sk_live_4eC39HqLyjWDarjtT1zdp7dc failed", "4eC39HqLyjWDarjtT1zdp7dc"),
+    ("maps key AIzaSyDdI0hCZtE6vySjMm-WEfRq3CPzqKqqsHI loaded", "AIzaSyDdI0hCZtE6vySjMm"),
+    ("OPENAI_API_KEY=sk-proj-abcdefghijklmnop1234567890ABCD", "abcdefghijklmnop1234567890"),
+    ("npm publish with npm_abcdefghijklmnopqrstuvwxyz0123456789", "npm_abcdefghijklmnopqrstuvwxyz0123456789"),
+    ("mail via 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", "TwL2iGABf9DHoTf"),
+    ('{"level":"info","msg":"login","password":"correct horse","user":"ann"}', "correct horse"),
+    ("connecting to mysql://root:Pa55w0rd!@10.0.0.5:3306/app", "Pa55w0rd!"),
+    ("redis://:r3dis-s3cret@cache:6379/0", "r3dis-s3cret"),
+    ("GET /callback?code=abc&access_token=ya29.a0AfH6SMBx3 200", "ya29.a0AfH6SMBx3"),
+    ("X-Api-Key: 9c8b7a6f5e4d3c2b1a0f", "9c8b7a6f5e4d3c2b1a0f"),
+    ("set-cookie session_id=8f14e45fceea167a5a36dedd4bea2543; Path=/", "8f14e45fceea167a5a36dedd4bea2543"),
+    ("client_secret: Zx9yW8vU7tS6rQ5p", "Zx9yW8vU7tS6rQ5p"),
+    ("-----BEGIN OPENSSH PRIVATE KEY----- b3BlbnNzaC1rZXktdjEAAAAABG5vbmU", "b3BlbnNzaC1rZXktdjEAAAAABG5vbmU"),
+    ("MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC7VJTUt9Us8cKj", "MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC7VJTUt9Us8cKj"),
+    ("token=xoxp-2048-1234-5678-abcdef0123456789abcdef", "abcdef0123456789abcdef"),
+]
+
+
+@pytest.mark.parametrize(("line", "secret"), LOG_LINE_SECRETS)
+def test_real_looking_secrets_in_log_lines_are_masked(line, secret):
+    cleaned = Redactor().text(line)
+    assert secret not in cleaned, cleaned
+    assert MASK in cleaned
+
+
+def test_a_log_line_without_secrets_keeps_every_character():
+    lines = [
+        '127.0.0.1 - - [10/Oct/2000:13:55:36 -0700] "GET /api/tokens/list HTTP/1.1" 200 2326',
+        "2026-01-31T12:00:00Z ERROR db connection refused after 3 attempts (timeout=30s)",
+        "level=info msg=\"rotated keys\" max_tokens=4096 duration_ms=12",
+    ]
+    for line in lines:
+        assert Redactor().text(line) == line

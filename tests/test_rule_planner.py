@@ -76,7 +76,7 @@ def test_a_deploy_without_a_known_project_asks_which(planner):
 @pytest.mark.parametrize(
     "task",
     [
-        "Analyze error logs from the past hour and identify root causes",  # tools of later issues
+        "write a poem about the ocean",
         "make me a sandwich",
     ],
 )
@@ -178,5 +178,37 @@ def test_never_deploy_when_told_not_to(planner):
 )
 def test_metric_phrasings(planner, task, expected):
     plan = planner.plan(task, DEPLOY_FACTS)
+    assert [(c.tool, c.arguments) for c in plan.calls] == expected
+    assert plan.not_understood == []
+
+
+@pytest.mark.parametrize(
+    ("task", "expected"),
+    [
+        (
+            "Analyze error logs from the past hour and identify root causes",
+            [("analyze_error_patterns", {"time_range": "1h"}), ("detect_anomalies", {"window": "1h"})],
+        ),
+        ("what are the most common errors today", [("analyze_error_patterns", {"time_range": "24h"})]),
+        ("show error patterns for the api over the last 7 days",
+         [("analyze_error_patterns", {"time_range": "7d", "service": "api"})]),
+        ("summarize the warnings in the logs from the past 30 minutes",
+         [("analyze_error_patterns", {"time_range": "30m", "severity": "warning"})]),
+        ("search the logs for timeout", [("search_logs", {"time_range": "1h", "query": "timeout"})]),
+        ('find logs containing "connection refused" in the last 15 minutes',
+         [("search_logs", {"time_range": "15m", "query": '"connection refused"'})]),
+        ("show errors from the billing.v2 service in the last 2 hours",
+         [("search_logs", {"time_range": "2h", "severity": "error", "service": "billing.v2"})]),
+        ("grep logs for ECONNRESET", [("search_logs", {"time_range": "1h", "query": "ECONNRESET"})]),
+        ("any anomalies in the logs?", [("detect_anomalies", {"window": "15m"})]),
+        ("is there anything unusual in the web-frontend logs in the past hour",
+         [("detect_anomalies", {"window": "1h", "service": "web-frontend"})]),
+        ("why is the api failing", [("detect_anomalies", {"window": "1h", "service": "api"})]),
+        ("pull the vercel logs for dpl_abc123", [("collect_vercel_logs", {"deployment": "dpl_abc123"})]),
+        ("how many logs do we have", [("log_stats", {})]),
+    ],
+)
+def test_log_phrasings(planner, task, expected):
+    plan = planner.plan(task, FACTS)
     assert [(c.tool, c.arguments) for c in plan.calls] == expected
     assert plan.not_understood == []

@@ -130,8 +130,8 @@ class TaskLoop:
                     result = await self._act(caller, call, seen)
                     consequential |= result.ok and self._is_consequential(call.tool)
                     results.append(result)
-                    if result.ok and result.output and result.output.get("deployment_url"):
-                        report.deployment_url = result.output["deployment_url"]
+                    if result.ok and result.output:
+                        _collect_findings(report, result.output)
                     report.steps.append(
                         Step(tool=call.tool, arguments=call.arguments, ok=result.ok, summary=result.summary,
                              error=result.error, output=result.output)
@@ -180,3 +180,15 @@ def _overall(report: TaskReport) -> Literal["completed", "partial", "failed"]:
     if ok == len(report.steps) and not report.not_understood:
         return "completed"
     return "partial" if ok else "failed"
+
+
+def _collect_findings(report: TaskReport, output: dict[str, Any]) -> None:
+    """Lift the seed's result keys out of a step's output: a deployment URL, log patterns, recommendations."""
+    if output.get("deployment_url"):
+        report.deployment_url = output["deployment_url"]
+    for pattern in output.get("patterns") or []:
+        if isinstance(pattern, dict):
+            report.patterns.append(pattern)
+    for recommendation in output.get("recommendations") or []:
+        if isinstance(recommendation, str) and recommendation not in report.recommendations:
+            report.recommendations.append(recommendation)

@@ -168,6 +168,12 @@ async def _follow(state: State, team: str, id_or_url: str):
         await asyncio.sleep(FOLLOW_POLL_S)
 
 
+def runtime_logs(call: Call) -> Response:
+    entries = call.state.runtime_logs(call.team, call.path("projectId"), call.path("deploymentId"))
+    body = "".join(json.dumps(entry) + "\n" for entry in entries)
+    return Response(body, media_type="application/stream+json")
+
+
 def promote(call: Call) -> Response:
     call.state.promote(call.team, call.path("projectId"), call.path("deploymentId"))
     return Response(status_code=201)
@@ -259,6 +265,10 @@ OPERATIONS: list[tuple[str, str, str, Handler, bool]] = [
     ("GET", "/v7/deployments", "getDeploymentsV7", list_deployments, False),
     ("PATCH", "/v12/deployments/{id}/cancel", "cancelDeployment", cancel_deployment, False),
     ("GET", "/v3/deployments/{idOrUrl}/events", "getDeploymentEvents", deployment_events, False),
+    (
+        "GET", "/v1/projects/{projectId}/deployments/{deploymentId}/runtime-logs", "getRuntimeLogs", runtime_logs,
+        False,
+    ),
     ("POST", "/v10/projects/{projectId}/promote/{deploymentId}", "requestPromote", promote, False),
     ("POST", "/v1/projects/{projectId}/rollback/{deploymentId}", "requestRollback", rollback, False),
     ("POST", "/v9/projects/{projectId}/rollback/{deploymentId}", "requestRollbackCli", rollback, False),

@@ -106,6 +106,7 @@ class Deployment:
     canceled_ms: int | None = None
     promoted_ms: int | None = None  # first time it served production: rollback-eligible from then on
     settled: bool = False  # what its end causes (production, aliases) has been applied
+    runtime_logs: list[dict[str, Any]] = field(default_factory=list)  # what its functions printed
 
     def ready_state(self, now_ms: int) -> str:
         if self.canceled_ms is not None:
@@ -357,6 +358,31 @@ class State:
             events = self._events(deployment, now)
             fresh = [wire.event(deployment, e, already_sent + i) for i, e in enumerate(events[already_sent:])]
             return fresh, deployment.ready_state(now) in TERMINAL_STATES
+
+    def runtime_logs(self, team: str, project_id: str, deployment_id: str) -> list[dict[str, Any]]:
+        """getRuntimeLogs: what the deployment's functions logged, oldest first."""
+        with self._lock:
+            _, deployment = self._project_deployment(team, project_id, deployment_id)
+            return list(deployment.runtime_logs)
+
+    def emit_runtime_log(
+        self,
+        deployment_id: str,
+        message: str,
+        *,
+        level: str = "info",
+        path: str = "/",
+        method: str = "GET",
+        status: int = 200,
+        at_ms: int | None = None,
+    ) -> None:
+        """What a running deployment would log for a request (for scenarios and tests)."""
+        with self._lock:
+            deployment = self.deployments[deployment_id]
+            deployment.runtime_logs.append(
+                wire.runtime_log(deployment, len(deployment.runtime_logs), message, level, path, method, status,
+                                 self._now_ms() if at_ms is None else at_ms)
+            )
 
     # -- production: promote and rollback ----------------------------------------------------------------------
 

@@ -406,6 +406,24 @@ def event(d: Deployment, e: Event, serial: int) -> dict[str, Any]:
     }
 
 
+def runtime_log(
+    d: Deployment, serial: int, message: str, level: str, path: str, method: str, status: int, at_ms: int
+) -> dict[str, Any]:
+    """getRuntimeLogs: one line of the application/stream+json body."""
+    return {
+        "level": level,
+        "message": message,
+        "rowId": f"{d.id}-r{serial}",
+        "source": "serverless",
+        "timestampInMs": at_ms,
+        "domain": d.url,
+        "messageTruncated": False,
+        "requestMethod": method,
+        "requestPath": path,
+        "responseStatusCode": status,
+    }
+
+
 def deployment_alias(a: Alias) -> dict[str, Any]:
     return {"uid": a.uid, "alias": a.alias, "created": iso(a.created_ms), "redirect": a.redirect}
 

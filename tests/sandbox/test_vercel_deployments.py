@@ -195,3 +195,20 @@ async def test_concurrent_requests_are_served_consistently(vercel):
     assert len({b["id"] for b in bodies}) == 20 and len({b["createdAt"] for b in bodies}) == 20
     listed = (await box.api.get("/v6/deployments", params={"limit": 100})).json()
     assert {d["uid"] for d in listed["deployments"]} == {b["id"] for b in bodies}
+
+
+async def test_runtime_logs_stream_what_the_deployment_logged(vercel):
+    box = await vercel()
+    created = await box.deploy(target=None)
+    project = (await box.project())["id"]
+    path = f"/v1/projects/{project}/deployments/{created['id']}/runtime-logs"
+    empty = await box.api.get(path)
+    assert empty.status_code == 200 and empty.text == ""
+    box.emu.state.emit_runtime_log(created["id"], "GET /api/users 200", path="/api/users")
+    box.emu.state.emit_runtime_log(created["id"], "Error: connect ECONNREFUSED 10.0.0.5:5432", level="error", status=500)
+    response = await box.api.get(path)
+    assert response.headers["content-type"].startswith("application/stream+json")
+    entries = [json.loads(line) for line in response.text.splitlines()]
+    assert [(e["level"], e["responseStatusCode"]) for e in entries] == [("info", 200), ("error", 500)]
+    assert entries[1]["message"].startswith("Error: connect ECONNREFUSED") and entries[1]["rowId"] != entries[0]["rowId"]
+    assert (await box.api.get(f"/v1/projects/{project}/deployments/dpl_missing/runtime-logs")).status_code == 404

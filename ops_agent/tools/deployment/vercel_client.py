@@ -113,6 +113,12 @@ class VercelClient:
         body = await self._request("GET", f"/v3/deployments/{_segment(id_or_url)}/events", params=params)
         return body if isinstance(body, list) else []
 
+    async def get_runtime_logs(self, project_id: str, deployment_id: str) -> list[dict[str, Any]]:
+        """What the deployment's functions logged (an application/stream+json body, one entry a line)."""
+        path = f"/v1/projects/{_segment(project_id)}/deployments/{_segment(deployment_id)}/runtime-logs"
+        body = await self._request("GET", path)
+        return body if isinstance(body, list) else [body] if isinstance(body, dict) else []
+
     async def promote(self, project_id: str, deployment_id: str) -> None:
         await self._request("POST", f"/v10/projects/{_segment(project_id)}/promote/{_segment(deployment_id)}")
 
@@ -198,6 +204,8 @@ class VercelClient:
         if not response.content:
             return None
         try:
+            if response.headers.get("content-type", "").startswith("application/stream+json"):
+                return [json.loads(line) for line in response.text.splitlines() if line.strip()]
             return response.json()
         except (json.JSONDecodeError, UnicodeDecodeError):
             raise VercelError(

@@ -56,7 +56,7 @@ from dataclasses import dataclass, field
 from operator import attrgetter
 from typing import Literal, Protocol
 
-from ops_agent.errors import ToolRetry
+from ops_agent.errors import QueryError
 
 __all__ = [
     "FUNCTIONS",
@@ -115,33 +115,6 @@ class SeriesSource(Protocol):
 
 
 # --- errors ---------------------------------------------------------------------------------------
-
-
-class QueryError(ToolRetry):
-    """The query text is wrong at `position` (0-based index into the text; len(text) means its end).
-
-    With `query`, `public_message` shows the text with a caret under the position."""
-
-    def __init__(self, message: str, position: int, query: str | None = None) -> None:
-        self.message = message
-        self.position = position
-        self.query = query
-        public = f"{message} (at position {position})"
-        if query is not None:
-            public += ":\n" + _caret(query, position)
-        super().__init__(public)
-
-
-def _caret(query: str, position: int, width: int = 72) -> str:
-    """Two lines: the query (a window of it around `position` when long) and a caret under it."""
-    start = 0
-    if len(query) > width:
-        start = max(0, min(position - width // 2, len(query) - width))
-    shown = query[start : start + width]
-    head = "…" if start > 0 else ""
-    tail = "…" if start + width < len(query) else ""
-    shown = "".join(" " if ord(c) < 32 or 127 <= ord(c) < 160 else c for c in shown)
-    return f"  {head}{shown}{tail}\n  {' ' * (len(head) + position - start)}^"
 
 
 # --- the syntax tree ------------------------------------------------------------------------------

@@ -1,0 +1,112 @@
+"""HTTP log ingest beside MCP: `POST /ingest/logs` (NDJSON, a JSON array or plain lines) and
+`POST /ingest/vercel` (Vercel's log-drain delivery, signed with `x-vercel-signature`).
+
+These are the data plane: systems pushing lines, authenticated by a token or a signature, not agents
+acting. So they don't pass the governance gate one request at a time (a busy drain would flood the
+audit trail); what they write is scrubbed of secrets like every other source.
+
+Who may post: with `logs.drain_secret` set, a Vercel delivery must carry a valid signature (else 403).
+Otherwise a sender needs `Authorization: Bearer` with `logs.ingest_token` or one of `mcp.tokens`,
+unless neither is configured, in which case the server only listens on loopback and local senders may post.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+from collections.abc import Awaitable, Callable
+
+from mcp.server.mcpserver import MCPServer
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from ops_agent.errors import OpsAgentError
+from ops_agent.services import Services
+from ops_agent.tools.logs.vercel_logs import drain_records, valid_drain_signature
+
+__all__ = ["MAX_BODY_BYTES", "add_ingest_routes"]
+
+log = logging.getLogger("mcp_server")
+
+MAX_BODY_BYTES = 16 * 1024 * 1024
+
+
+def add_ingest_routes(server: MCPServer, services: Services) -> None:
+    settings = services.settings
+    tokens = [t.get_secret_value().encode() for t in settings.mcp.tokens.values()]
+    if settings.logs.ingest_token is not None:
+        tokens.append(settings.logs.ingest_token.get_secret_value().encode())
+    secret = settings.logs.drain_secret.get_secret_value() if settings.logs.drain_secret else None
+
+    def authorized(request: Request) -> bool:
+        if not tokens:
+            return True  # nothing configured: the server refuses to bind beyond loopback
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        candidate = token.strip().encode()
+        return scheme.lower() == "bearer" and any(hmac.compare_digest(candidate, known) for known in tokens)
+
+    @server.custom_route("/ingest/logs", methods=["POST"])
+    async def ingest_logs(request: Request) -> JSONResponse:
+        if not authorized(request):
+            return _refuse(401, "a bearer token (logs.ingest_token or an mcp.tokens entry) is required")
+        body = await _body(request)
+        if isinstance(body, JSONResponse):
+            return body
+        service = request.query_params.get("service", "")[:128]
+        host = request.query_params.get("host", "")[:256]
+        text = body.decode("utf-8", errors="replace")
+        stripped = text.lstrip()
+        if stripped.startswith("["):  # a JSON array of objects or strings: one line each
+            try:
+                items = json.loads(stripped)
+            except json.JSONDecodeError as exc:
+                return _refuse(400, f"body: not a JSON array ({exc.msg} at line {exc.lineno} column {exc.colno})")
+            if not isinstance(items, list):
+                return _refuse(400, "body: expected a JSON array")
+            lines = [item if isinstance(item, str) else json.dumps(item) for item in items]
+        else:  # NDJSON or plain text: every line is a record (a line that isn't JSON is kept as text)
+            lines = [line for line in text.splitlines() if line.strip()]
+        return await _write(lambda: services.logs.collector.write_lines(lines, service=service, host=host))
+
+    @server.custom_route("/ingest/vercel", methods=["POST"])
+    async def ingest_vercel(request: Request) -> JSONResponse:
+        body = await _body(request)
+        if isinstance(body, JSONResponse):
+            return body
+        if secret is not None:
+            if not valid_drain_signature(body, secret, request.headers.get("x-vercel-signature")):
+                return _refuse(403, "x-vercel-signature does not match the body (check logs.drain_secret)")
+        elif not authorized(request):
+            return _refuse(401, "set logs.drain_secret to accept signed Vercel deliveries, or send a bearer token")
+        try:
+            records = drain_records(body)
+        except OpsAgentError as exc:
+            return _refuse(400, exc.public_message)
+        return await _write(lambda: services.logs.collector.write(records))
+
+
+async def _body(request: Request) -> bytes | JSONResponse:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        return _refuse(413, f"body: larger than {MAX_BODY_BYTES} bytes; send smaller batches")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            return _refuse(413, f"body: larger than {MAX_BODY_BYTES} bytes; send smaller batches")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def _write(write: Callable[[], Awaitable[int]]) -> JSONResponse:
+    try:
+        accepted = await write()
+    except Exception:
+        log.exception("log ingest failed")
+        return _refuse(503, "the log index could not store the batch; retry later")
+    return JSONResponse({"accepted": accepted})
+
+
+def _refuse(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)

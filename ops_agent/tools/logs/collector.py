@@ -1,0 +1,140 @@
+"""Collection: every source (files, stdin, HTTP, Vercel) hands records here; they are scrubbed and written.
+
+Secrets are redacted before anything else sees a record, so they never reach the index, a search result
+or a prompt. Writes are group-committed: a caller's records are written before its `write` returns
+(nothing accepted is lost), and callers arriving while a write is in progress share the next one, so a
+thousand small HTTP posts cost a few transactions, not a thousand.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fnmatch
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from pathlib import Path
+
+from ops_agent.redact import Redactor
+from ops_agent.tools.logs.follow import FileFollower
+from ops_agent.tools.logs.parse import parse_line
+from ops_agent.tools.logs.record import LogRecord
+from ops_agent.tools.logs.store import LogStore
+
+__all__ = ["LogCollector"]
+
+log = logging.getLogger(__name__)
+
+Observer = Callable[[Sequence[LogRecord]], None]
+
+
+class LogCollector:
+    def __init__(
+        self,
+        store: LogStore,
+        redactor: Redactor,
+        *,
+        batch_size: int = 2000,
+        observers: Sequence[Observer] = (),
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.redactor = redactor
+        self.batch_size = batch_size
+        self.observers = list(observers)
+        self.clock = clock
+        self.written = 0
+        self._pending: list[tuple[list[LogRecord], asyncio.Future[None]]] = []
+        self._writer: asyncio.Task[None] | None = None
+
+    def scrub(self, record: LogRecord) -> LogRecord:
+        record.message = self.redactor.text(record.message)
+        if record.attributes:
+            record.attributes = self.redactor.value(record.attributes)
+        return record
+
+    async def write(self, records: Iterable[LogRecord]) -> int:
+        """Scrub and store `records`; returns once they are committed."""
+        batch = [self.scrub(record) for record in records]
+        if not batch:
+            return 0
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending.append((batch, done))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._drain())
+        await done
+        return len(batch)
+
+    async def write_lines(
+        self, lines: Iterable[str], *, service: str = "", host: str = "", attributes: dict | None = None
+    ) -> int:
+        received = self.clock()
+        records = [parse_line(line, service=service, host=host, received=received) for line in lines]
+        if attributes:
+            for record in records:
+                record.attributes = {**attributes, **record.attributes}
+        return await self.write(records)
+
+    async def _drain(self) -> None:
+        while self._pending:
+            waiting, self._pending = self._pending, []
+            records = [record for batch, _ in waiting for record in batch]
+            try:
+                for start in range(0, len(records), self.batch_size):
+                    await self.store.append(records[start : start + self.batch_size])
+            except Exception as exc:  # every waiting caller learns its records were not stored
+                for _, done in waiting:
+                    if not done.done():
+                        done.set_exception(exc)
+                continue
+            self.written += len(records)
+            for observe in self.observers:
+                try:
+                    observe(records)
+                except Exception:
+                    log.exception("log observer failed")
+            for _, done in waiting:
+                if not done.done():
+                    done.set_result(None)
+
+    async def ingest_chunks(self, chunks: AsyncIterator[bytes], *, service: str = "", host: str = "") -> int:
+        """Store the lines of a byte stream (stdin, a socket) as they arrive; returns how many were stored.
+
+        Chunks are whatever the source has ready (`read1`), so a slow pipe is written line by line
+        and a file in batches of `batch_size`."""
+        total = 0
+        tail = b""
+        async for chunk in chunks:
+            lines = (tail + chunk).split(b"\n")
+            tail = lines.pop()
+            for start in range(0, len(lines), self.batch_size):
+                batch = [line.decode("utf-8", errors="replace") for line in lines[start : start + self.batch_size]]
+                total += await self.write_lines([line for line in batch if line.strip()], service=service, host=host)
+        if tail.strip():
+            total += await self.write_lines([tail.decode("utf-8", errors="replace")], service=service, host=host)
+        return total
+
+    async def follow_files(self, follower: FileFollower, services: dict[str, str] | None = None) -> None:
+        """Collect from followed files until cancelled. `services` maps a glob pattern to its service name."""
+        async for batch in follower.follow():
+            by_path: dict[str, list[str]] = {}
+            for path, line in batch:
+                by_path.setdefault(path, []).append(line)
+            for path, lines in by_path.items():
+                service = _service_for(path, services or {})
+                delay_s = 0.5
+                while True:  # the follower has moved past these lines: retry rather than drop them
+                    try:
+                        await self.write_lines(lines, service=service, attributes={"file": path})
+                        break
+                    except Exception:
+                        log.exception("could not store %d lines from %s; retrying in %.1f s", len(lines), path, delay_s)
+                        await asyncio.sleep(delay_s)
+                        delay_s = min(delay_s * 2, 30.0)
+
+
+def _service_for(path: str, services: dict[str, str]) -> str:
+    for pattern, service in services.items():
+        if service and fnmatch.fnmatch(path, str(Path(pattern).expanduser())):
+            return service
+    return Path(path).stem.split(".")[0]

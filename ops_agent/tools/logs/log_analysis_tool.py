@@ -1,0 +1,292 @@
+"""The seed's LogAnalysisTool: search and filter, error patterns, anomalies, with root-cause hints.
+
+It reads one log index (the `LogStore`) that every collector writes to, mines templates at question time
+over the window asked about (so patterns always reflect the current masks and data), and turns what it
+finds into recommendations from the known-signature file and the deployment history.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter, defaultdict
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from ops_agent.errors import ToolRetry
+from ops_agent.tools.logs.anomaly import novel_templates, rate_jumps, volume_anomalies
+from ops_agent.tools.logs.collector import LogCollector
+from ops_agent.tools.logs.log_metrics import LogMetrics
+from ops_agent.tools.logs.mining import mine_templates
+from ops_agent.tools.logs.models import (
+    AnomalyFinding,
+    AnomalyReport,
+    ErrorPattern,
+    Histogram,
+    LogEntry,
+    LogSearchResult,
+    LogStats,
+    PatternReport,
+    SignatureHit,
+    TimeWindow,
+    iso,
+)
+from ops_agent.tools.logs.query import parse_query, parse_severity, parse_time_range
+from ops_agent.tools.logs.record import severity_rank
+from ops_agent.tools.logs.rootcause import (
+    DeploymentEvent,
+    Signature,
+    deployment_hints,
+    load_signatures,
+    match_signatures,
+)
+from ops_agent.tools.logs.store import LogFilter, LogStore, StoredRecord
+
+__all__ = ["LogAnalysisTool"]
+
+DeploymentSource = Callable[[float], Awaitable[list[DeploymentEvent]]]
+MAX_MINED = 50_000  # lines mined per window: enough for every frequent pattern, bounded in time and memory
+
+
+class LogAnalysisTool:
+    def __init__(
+        self,
+        store: LogStore,
+        collector: LogCollector,
+        *,
+        signatures: Sequence[Signature] | None = None,
+        deployments: DeploymentSource | None = None,
+        metrics: LogMetrics | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.collector = collector
+        self.metrics = metrics
+        self.signatures = list(signatures) if signatures is not None else load_signatures()
+        self.deployments = deployments
+        self.clock = clock
+
+    # -- search ----------------------------------------------------------------------------------------
+
+    async def search_logs(
+        self,
+        query: str = "",
+        time_range: str | None = "1h",
+        severity: str | None = None,
+        service: str | Sequence[str] | None = None,
+        limit: int = 100,
+    ) -> LogSearchResult:
+        """Records matching `query` in the window, newest first, with the total and a histogram."""
+        if not 1 <= limit <= 1000:
+            raise ToolRetry(f"limit: {limit} is out of range; give 1 to 1000")
+        start, end = parse_time_range(time_range, now=self.clock())
+        where = LogFilter(
+            end=end,
+            start=start,
+            query=parse_query(query),
+            min_severity=parse_severity(severity) if severity else None,
+            services=_services(service),
+        )
+        page = await self.store.search(where, limit=limit)
+        return LogSearchResult(
+            query=query,
+            window=TimeWindow(start=iso(start if start is not None else page.origin), end=iso(end)),
+            total=page.total,
+            returned=len(page.records),
+            records=[_entry(r) for r in page.records],
+            histogram=Histogram(origin=iso(page.origin), bucket_s=page.bucket_s, counts=page.histogram),
+        )
+
+    # -- patterns --------------------------------------------------------------------------------------
+
+    async def analyze_error_patterns(
+        self,
+        time_range: str = "24h",
+        severity: str = "error",
+        service: str | Sequence[str] | None = None,
+        limit: int = 20,
+    ) -> PatternReport:
+        """Templates of the lines at `severity` and above, with counts and their trend against the window
+        of the same length just before; known signatures among them and what to do about them."""
+        now = self.clock()
+        start, end = parse_time_range(time_range, now=now)
+        if start is None:
+            raise ToolRetry("time_range: give a bounded window such as 1h or 24h to analyse")
+        level = parse_severity(severity)
+        previous_start = start - (end - start)
+        current = await self._window(start, end, level, service)
+        previous = await self._window(previous_start, start, level, service)
+        mined = mine_templates([r.message for r in current + previous])
+        stats = _template_stats(current, mined.assignments[: len(current)])
+        before = Counter(mined.assignments[len(current) :])
+        total = len(current)
+        patterns = [
+            ErrorPattern(
+                template=mined.templates[template_id].text,
+                count=s["count"],
+                share=round(s["count"] / total, 4),
+                first_seen=iso(s["first"]),
+                last_seen=iso(s["last"]),
+                example=s["example"],
+                services=sorted(s["services"]),
+                trend=_trend(s["count"], before.get(template_id, 0)),
+                previous_count=before.get(template_id, 0),
+            )
+            for template_id, s in sorted(stats.items(), key=lambda item: -item[1]["count"])[:limit]
+        ]
+        hits = _signature_hits(match_signatures((r.message for r in current), self.signatures))
+        recommendations = [h.recommendation for h in hits]
+        new = [stats[i]["first"] for i, s in stats.items() if not before.get(i)]
+        if new:  # a pattern that appeared in this window: did a deployment just precede it?
+            recommendations = await self._deployment_hints(min(new)) + recommendations
+        return PatternReport(
+            window=TimeWindow(start=iso(start), end=iso(end)),
+            severity=level,
+            lines=total,
+            sampled=len(current) >= MAX_MINED,
+            patterns=patterns,
+            signatures=hits,
+            recommendations=recommendations,
+        )
+
+    async def _window(
+        self, start: float, end: float, level: str, service: str | Sequence[str] | None
+    ) -> list[StoredRecord]:
+        where = LogFilter(end=end, start=start, min_severity=level, services=_services(service))
+        return await self.store.records(where, limit=MAX_MINED)
+
+    # -- anomalies -------------------------------------------------------------------------------------
+
+    async def detect_anomalies(
+        self,
+        window: str = "15m",
+        baseline_windows: int = 12,
+        service: str | Sequence[str] | None = None,
+    ) -> AnomalyReport:
+        """Compare the last `window` with the `baseline_windows` windows before it: volume per service and
+        severity, warning-and-above templates never seen in the baseline, and templates whose rate jumped."""
+        if not 3 <= baseline_windows <= 200:
+            raise ToolRetry(f"baseline_windows: {baseline_windows} is out of range; give 3 to 200")
+        now = self.clock()
+        window_start, end = parse_time_range(window, now=now)
+        if window_start is None:
+            raise ToolRetry("window: give a length such as 5m, 15m or 1h")
+        width = end - window_start
+        baseline_start = window_start - baseline_windows * width
+        services = _services(service)
+
+        counts = await self.store.volume(
+            LogFilter(end=end, start=baseline_start, services=services), bucket_s=width
+        )
+        history = {f"{svc}/{sev}": [float(buckets.get(i, 0)) for i in range(baseline_windows)]
+                   for (svc, sev), buckets in counts.items()}
+        current = {f"{svc}/{sev}": float(buckets.get(baseline_windows, 0)) for (svc, sev), buckets in counts.items()}
+        anomalies = volume_anomalies(history, current, window_label=window)
+
+        recent = await self.store.records(
+            LogFilter(end=end, start=window_start, min_severity="warning", services=services), limit=MAX_MINED
+        )
+        older = await self.store.records(
+            LogFilter(end=window_start, start=baseline_start, min_severity="warning", services=services),
+            limit=MAX_MINED,
+        )
+        mined = mine_templates([r.message for r in recent + older])
+        text = [mined.templates[i].text for i in mined.assignments]
+        now_counts = Counter(text[: len(recent)])
+        before_counts = Counter(text[len(recent) :])
+        # Only error templates are news when new; a new warning is usually just a new warning.
+        errors_now = Counter(
+            t for t, r in zip(text, recent, strict=False) if severity_rank(r.severity) >= severity_rank("error")
+        )
+        anomalies += novel_templates(before_counts, errors_now)
+        baseline_span = window_start - max(baseline_start, min((r.time for r in older), default=baseline_start))
+        anomalies += rate_jumps(
+            {t: c for t, c in before_counts.items()}, max(baseline_span, width), now_counts, width
+        )
+        first_seen: dict[str, float] = {}
+        for t, r in zip(text, recent, strict=False):
+            first_seen[t] = min(first_seen.get(t, r.time), r.time)
+
+        findings = []
+        for anomaly in sorted(anomalies, key=lambda a: -a.score):
+            onset = first_seen.get(anomaly.key, window_start) if anomaly.kind != "volume_drop" else None
+            hints = await self._deployment_hints(onset) if onset is not None and anomaly.kind != "volume_drop" else []
+            findings.append(
+                AnomalyFinding(
+                    kind=anomaly.kind, key=anomaly.key, score=round(anomaly.score, 2), observed=anomaly.observed,
+                    expected=round(anomaly.expected, 2), explanation=anomaly.explanation, onset=iso(onset),
+                    hints=hints,
+                )
+            )
+        hits = _signature_hits(match_signatures((r.message for r in recent), self.signatures)) if findings else []
+        recommendations = list(dict.fromkeys([h for f in findings for h in f.hints] + [h.recommendation for h in hits]))
+        return AnomalyReport(
+            window=TimeWindow(start=iso(window_start), end=iso(end)),
+            baseline=TimeWindow(start=iso(baseline_start), end=iso(window_start)),
+            anomalies=findings,
+            signatures=hits,
+            recommendations=recommendations,
+            note=None if counts else "no log records in the window or its baseline",
+        )
+
+    async def _deployment_hints(self, onset: float) -> list[str]:
+        if self.deployments is None:
+            return []
+        return deployment_hints(onset, await self.deployments(onset - 1800))
+
+    # -- the index ---------------------------------------------------------------------------------------
+
+    async def stats(self) -> LogStats:
+        stats = await self.store.stats()
+        return LogStats(
+            backend=stats["backend"], records=stats["records"], oldest=iso(stats["oldest"]), newest=iso(stats["newest"])
+        )
+
+
+def _services(service: str | Sequence[str] | None) -> tuple[str, ...]:
+    if service is None or service == "":
+        return ()
+    return (service,) if isinstance(service, str) else tuple(service)
+
+
+def _entry(record: StoredRecord) -> LogEntry:
+    return LogEntry(
+        time=iso(record.time), severity=record.severity, service=record.service, host=record.host,
+        message=record.message, attributes=record.attributes,
+    )
+
+
+def _template_stats(records: Sequence[StoredRecord], assignments: Sequence[int]) -> dict[int, dict[str, Any]]:
+    stats: dict[int, dict[str, Any]] = defaultdict(lambda: {"count": 0, "first": None, "last": None, "services": set()})
+    for record, template_id in zip(records, assignments, strict=True):
+        s = stats[template_id]
+        s["count"] += 1
+        s["services"].add(record.service)
+        if s["first"] is None or record.time < s["first"]:
+            s["first"] = record.time
+        if s["last"] is None or record.time >= s["last"]:
+            s["last"] = record.time
+            s["example"] = record.message[:500]
+    return stats
+
+
+def _trend(count: int, previous: int) -> str:
+    if previous == 0:
+        return "new"
+    # Poisson noise: a change within about two standard deviations is steady.
+    margin = 2 * max(previous, 1) ** 0.5
+    if count > previous + margin and count >= 1.5 * previous:
+        return "rising"
+    if count < previous - margin and count <= previous / 1.5:
+        return "falling"
+    return "steady"
+
+
+def _signature_hits(matches: Sequence[Any]) -> list[SignatureHit]:
+    return [
+        SignatureHit(
+            name=m.signature.name, category=m.signature.category, count=m.count, example=m.example,
+            recommendation=m.signature.recommendation,
+        )
+        for m in matches
+    ]
+

@@ -1,0 +1,153 @@
+"""The log tools end to end, through the gate: ingest (redacted), search, patterns, anomalies, hints."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from ops_agent.errors import QueryError, ToolRetry
+from ops_agent.services import Services
+
+SECRET = "sk_live_4eC39HqLyjWDarjtT1zdp7dc"
+
+
+def line(ago_s: float, message: str, level: str = "info", service: str = "api", **extra) -> str:
+    return json.dumps({"time": time.time() - ago_s, "level": level, "service": service, "msg": message, **extra})
+
+
+async def ingest(services: Services, lines: list[str], **arguments) -> int:
+    result = await services.registry.invoke(services.identity, "ingest_logs", {"lines": lines, **arguments})
+    return result.accepted
+
+
+async def call(services: Services, tool: str, **arguments):
+    return await services.registry.invoke(services.identity, tool, arguments)
+
+
+async def test_secrets_are_redacted_before_they_reach_the_store(services, settings):
+    lines = [
+        line(5, f"charging card with {SECRET} failed", "error"),
+        line(4, "login", password="hunter2-correct-horse"),
+        "plain line with Authorization: Bearer abcdefghijklmnop0123456789 and postgres://u:S3cr3tP4ss@db/app",
+    ]
+    assert await ingest(services, lines) == 3
+    found = await call(services, "search_logs", query="", time_range="1h")
+    text = json.dumps(found.model_dump())
+    for secret in (SECRET, "hunter2-correct-horse", "abcdefghijklmnop0123456789", "S3cr3tP4ss"):
+        assert secret not in text
+    assert "[REDACTED]" in text and found.total == 3
+    await services.logs.store.database.run(lambda conn: conn.execute("PRAGMA wal_checkpoint(FULL)"))
+    stored = b"".join(p.read_bytes() for p in Path(settings.storage.path).parent.glob("logs.db*"))
+    assert stored and SECRET.encode() not in stored and b"hunter2-correct-horse" not in stored
+
+
+async def test_search_filters_by_query_severity_service_and_time(services):
+    await ingest(services, [
+        line(30, "GET /api/users 200", service="web", status=200),
+        line(20, "upstream timeout after 30s", "error", service="api"),
+        line(10, "connection refused to db 10.0.0.5", "critical", service="api"),
+        line(7200, "old timeout from two hours ago", "error", service="api"),
+    ])
+    assert (await call(services, "search_logs", query="timeout")).total == 1
+    assert (await call(services, "search_logs", query="timeout", time_range="3h")).total == 2
+    errors = await call(services, "search_logs", severity="error")
+    assert [r.message for r in errors.records] == ["connection refused to db 10.0.0.5", "upstream timeout after 30s"]
+    assert (await call(services, "search_logs", service="web")).records[0].attributes["status"] == 200
+    assert (await call(services, "search_logs", query="status:>=200 OR refused")).total == 2
+    assert (await call(services, "search_logs", query='"connection refused" -timeout')).total == 1
+    page = await call(services, "search_logs", query="", limit=1)
+    assert page.returned == 1 and page.total == 3 and sum(page.histogram.counts) == 3
+
+
+async def test_bad_search_input_gets_a_clear_error(services):
+    with pytest.raises(QueryError, match=r"missing '\)'"):
+        await call(services, "search_logs", query="(timeout OR refused")
+    with pytest.raises(ToolRetry, match="time_range: 'soon' is neither"):
+        await call(services, "search_logs", time_range="soon")
+    with pytest.raises(ToolRetry, match="severity: 'loud' is not one of"):
+        await call(services, "search_logs", severity="loud")
+    with pytest.raises(ToolRetry, match="limit"):
+        await call(services, "search_logs", limit=0)
+
+
+async def test_error_patterns_group_count_and_trend(services):
+    lines = []
+    for i in range(12):  # in the last hour: a new pattern, a rising one
+        lines.append(line(60 + i, f"payment {1000 + i} failed: card declined by issuer", "error", service="billing"))
+        lines.append(line(90 + i, f"connect ECONNREFUSED 10.0.0.{i}:5432", "error"))
+    for i in range(3):  # the hour before: fewer refusals, and a pattern that has since stopped
+        lines.append(line(3700 + i, f"connect ECONNREFUSED 10.0.1.{i}:5432", "error"))
+        lines.append(line(3800 + i, f"cache miss storm on shard {i}", "error"))
+    await ingest(services, lines)
+    report = await call(services, "analyze_error_patterns", time_range="1h")
+    by_trend = {p.trend: p for p in report.patterns}
+    assert report.lines == 24 and len(report.patterns) == 2
+    assert by_trend["new"].count == 12 and by_trend["new"].services == ["billing"]
+    assert "<*>" in by_trend["new"].template and by_trend["new"].share == 0.5
+    assert by_trend["rising"].previous_count == 3
+    assert [s.name for s in report.signatures] == ["connection_refused"]
+    assert any("not accepting connections" in r for r in report.recommendations)
+
+
+async def test_anomalies_find_a_spike_and_a_new_error_right_after_a_deployment(services):
+    window = 300
+    lines = []
+    for w in range(1, 13):  # a steady baseline: ~20 info lines and 1 known error per 5-minute window
+        for i in range(20):
+            lines.append(line(w * window + 7 + i * 13, f"GET /api/items/{i} 200", service="api", status=200))
+        lines.append(line(w * window + 100, "retrying request 7 after 503", "error"))
+    for i in range(60):  # now: a new error, many times
+        lines.append(line(100 - i, f"TypeError: Cannot read properties of undefined (reading 'id') at req {i}", "error"))
+    for i in range(20):
+        lines.append(line(150 - i, f"GET /api/items/{i} 200", service="api", status=200))
+    await ingest(services, lines)
+    entry, _ = await services.deployment.history.start(
+        action="deploy", requested_by="test", project="web", environment="production", deployment_id="dpl_bad1",
+        requested_at=time.time() - 300,
+    )
+    await services.deployment.history.update(entry.id, outcome="ready", finished_at=time.time() - 140)
+
+    report = await call(services, "detect_anomalies", window="5m")
+    kinds = {a.kind for a in report.anomalies}
+    assert {"new_template", "volume_spike"} <= kinds, report.anomalies
+    new = next(a for a in report.anomalies if a.kind == "new_template")
+    assert "TypeError" in new.key and new.observed == 60
+    assert any("after deploy dpl_bad1 of web reached production" in h for h in new.hints)
+    assert any("unhandled error" in r for r in report.recommendations)
+
+
+async def test_steady_logs_have_no_anomalies(services):
+    lines = [
+        line(w * 300 + i * 14, f"GET /api/items/{i} 200", service="api", status=200)
+        for w in range(0, 13) for i in range(20)
+    ]
+    await ingest(services, lines)
+    report = await call(services, "detect_anomalies", window="5m")
+    assert report.anomalies == []
+
+
+async def test_execute_task_reports_patterns_and_recommendations(services):
+    await ingest(services, [line(60 + i, f"ETIMEDOUT calling payments after {i}ms", "error") for i in range(5)])
+    report = await call(
+        services, "execute_task", task="Analyze error logs from the past hour and identify root causes",
+        priority="medium",
+    )
+    assert report.status == "completed", report
+    assert [s.tool for s in report.steps] == ["analyze_error_patterns", "detect_anomalies"]
+    assert report.steps[0].arguments == {"time_range": "1h"}
+    assert report.patterns and report.patterns[0]["count"] == 5
+    assert any("timing out" in r for r in report.recommendations)
+
+
+async def test_log_derived_metrics_reach_the_series(services):
+    now = time.time()
+    lines = [line(now % 10 + 20 + i * 0.1, "GET /x 500", service="shop", status=500, duration_ms=100 + i) for i in range(10)]
+    await ingest(services, lines)
+    await services.logs.metrics.flush(time.time())  # what the maintenance loop does every window
+    value = await call(services, "query_metrics", query='last(http_error_ratio{service="shop"}[5m])')
+    assert value.value == 1.0
+    latency = await call(services, "query_metrics", query='last(http_latency_ms{service="shop",quantile="0.95"}[5m])')
+    assert 100 <= latency.value <= 109
