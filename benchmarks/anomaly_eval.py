@@ -4,8 +4,8 @@
    no faults: several services × severities, templates with Zipf-like shares, Poisson counts, a slow
    diurnal drift and random multiplicative noise. The false-positive rate is the share of windows
    with any anomaly. Then faults are injected into the same stream (a 5× error spike, a new error
-   template with 20 lines, a template whose rate jumps 10×) and the catch rate is measured, by how
-   busy the target was.
+   template with 20 lines, a template whose rate jumps 10×, a service's info lines stopping) and the
+   catch rate is measured, by how busy the target was.
 2. `SessionModel` against the plain n-gram novelty baseline (n=2 and n=3, start/end padded) on
    DeepLog's HDFS sessions. Training uses the first 20/50/80% of `hdfs_train` (chronological). The
    remaining normal sessions measure false positives, and all of `hdfs_test_abnormal` measures
@@ -75,6 +75,7 @@ class Template:
 class Window:
     counts: Counter[str]  # template text -> lines
     rates: dict[str, float]  # template text -> the Poisson mean it was drawn from
+    volumes: dict[str, float]  # service/severity -> lines
 
 
 @dataclass
@@ -116,17 +117,15 @@ class SyntheticStream:
                 n = poisson(rng, rate)
                 if n:
                     counts[tpl.text] = n
-            out.append(Window(counts, rates))
+            out.append(Window(counts, rates, self.volumes(counts)))
         return out
 
     def volumes(self, counts: Counter[str]) -> dict[str, float]:
         """service/severity -> lines, the shape `volume_anomalies` gets from the log store."""
-        by_text = {tpl.text: tpl for tpl in self.templates}
         out: Counter[str] = Counter()
         for text, n in counts.items():
-            tpl = by_text.get(text)
-            key = f"{tpl.service}/{tpl.severity}" if tpl else text.split(" ", 2)[0] + "/error"
-            out[key] += n
+            service, severity, _ = text.split(" ", 2)  # injected templates follow the same pattern
+            out[f"{service}/{severity}"] += n
         return dict(out)
 
 
@@ -157,7 +156,7 @@ class WindowCheck:
 
 def check_window(stream: SyntheticStream, history: Sequence[Window], current: Counter[str]) -> WindowCheck:
     """Run the three primitives the way the product does: the previous windows are the baseline."""
-    vols = [stream.volumes(w.counts) for w in history]
+    vols = [w.volumes for w in history]
     keys = {key for v in vols for key in v}
     vol_history = {key: [v.get(key, 0) for v in vols] for key in keys}
     baseline: Counter[str] = Counter()
@@ -189,7 +188,9 @@ def no_fault_rates(seeds: Sequence[int], windows: int) -> dict:
 
 def fault_catch_rates(seeds: Sequence[int], trials: int) -> dict[str, dict[str, tuple[int, int]]]:
     """Inject one fault per trial into a no-fault window; per fault kind and busyness bucket: (caught, tried)."""
-    out: dict[str, dict[str, list[int]]] = {"error_spike_5x": {}, "new_error_template_20": {}, "rate_jump_10x": {}}
+    out: dict[str, dict[str, list[int]]] = {
+        "error_spike_5x": {}, "new_error_template_20": {}, "rate_jump_10x": {}, "info_lines_stop": {},
+    }
 
     def tally(kind: str, bucket: str, caught: bool) -> None:
         cell = out[kind].setdefault(bucket, [0, 0])
@@ -226,6 +227,13 @@ def fault_catch_rates(seeds: Sequence[int], trials: int) -> dict[str, dict[str, 
             counts[tpl.text] += poisson(rng, 9 * rate)
             found = check_window(stream, history, counts).jumps
             tally("rate_jump_10x", _bucket(rate, (0.5, 2, 5)), any(a.key == tpl.text for a in found))
+            # A service's info lines stop altogether (its other severities carry on).
+            infos = {t.text for t in stream.templates if t.service == service and t.severity == "info"}
+            counts = Counter({text: n for text, n in window.counts.items() if text not in infos})
+            found = check_window(stream, history, counts).volume
+            usual = sum(window.rates[text] for text in infos)
+            tally("info_lines_stop", _bucket(usual, (20, 100, 500)),
+                  any(a.kind == "volume_drop" and a.key == f"{service}/info" for a in found))
     return {kind: {b: (c[0], c[1]) for b, c in sorted(cells.items(), key=_bucket_order)} for kind, cells in out.items()}
 
 

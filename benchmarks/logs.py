@@ -108,19 +108,18 @@ def generate(path: Path, lines: int, seed: int = 1) -> dict[str, int]:
 
 
 async def ingest(path: Path, db: Path, batch: int = 5000) -> tuple[SqliteLogStore, float, int]:
+    """The `ops-agent logs ingest FILE` path: chunks read off the loop, parse and redact, batched writes."""
     store = SqliteLogStore(db)
     await store.open()
     collector = LogCollector(store, Redactor(), batch_size=batch)
+
+    async def chunks():
+        with open(path, "rb") as source:
+            while chunk := await asyncio.to_thread(source.read1, 1 << 20):
+                yield chunk
+
     started = time.perf_counter()
-    total = 0
-    with open(path) as source:
-        lines: list[str] = []
-        for line in source:
-            lines.append(line.rstrip("\n"))
-            if len(lines) == batch:
-                total += await collector.write_lines(lines)
-                lines = []
-        total += await collector.write_lines(lines)
+    total = await collector.ingest_chunks(chunks())
     return store, time.perf_counter() - started, total
 
 

@@ -215,6 +215,7 @@ async def _open_logs(
     stack.push_async_callback(_cancel, asyncio.create_task(_maintain_logs(store, metrics, config), name="logs"))
     for source in config.files:
         follower = FileFollower([source.path], start_at_end=source.start_at_end, poll_interval_s=config.poll_interval_s)
+        stack.callback(follower.close)  # runs after the task below is cancelled: LIFO
         task = asyncio.create_task(collector.follow_files(follower, {source.path: source.service}), name="logs:files")
         stack.push_async_callback(_cancel, task)
     return tool

@@ -11,6 +11,7 @@ import pytest
 from ops_agent.config import Settings, load_settings
 from ops_agent.governance import Caller
 from ops_agent.services import Services, open_services
+from tests.postgres import postgres_url  # noqa: F401  (one throwaway PostgreSQL server per session)
 
 
 def make_settings(tmp_path: Path, **environ: str) -> Settings:

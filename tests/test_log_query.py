@@ -30,6 +30,8 @@ NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC).timestamp()
         ('path:"/api/users"', Field("path", "/api/users")),
         ("NOT health", Not(Text("health"))),
         ("-health", Not(Text("health"))),
+        ('-"a phrase"', Not(Text("a phrase", phrase=True))),
+        ("-(a OR b)", Not(Or((Text("a"), Text("b"))))),
         ("a OR b c", Or((Text("a"), And((Text("b"), Text("c")))))),
         ("(a OR b) c", And((Or((Text("a"), Text("b"))), Text("c")))),
         ("10.0.0.1", Text("10.0.0.1")),

@@ -53,9 +53,26 @@ class LogCollector:
             record.attributes = self.redactor.value(record.attributes)
         return record
 
-    async def write(self, records: Iterable[LogRecord]) -> int:
-        """Scrub and store `records`; returns once they are committed."""
-        batch = [self.scrub(record) for record in records]
+    def parse_lines(
+        self, lines: Iterable[str], *, service: str = "", host: str = "", attributes: dict | None = None
+    ) -> list[LogRecord]:
+        """Redacted records of raw lines. The line is scrubbed before it is parsed, once: every field taken
+        from it is then clean, and only values under secret-sounding keys remain to be masked."""
+        received = self.clock()
+        text, keyed = self.redactor.text, self.redactor.secret_keys
+        records = []
+        for line in lines:
+            record = parse_line(text(line), service=service, host=host, received=received)
+            if attributes:
+                record.attributes = {**attributes, **record.attributes}
+            if record.attributes:
+                record.attributes = keyed(record.attributes)
+            records.append(record)
+        return records
+
+    async def write(self, records: Iterable[LogRecord], *, scrubbed: bool = False) -> int:
+        """Store `records` (scrubbed here unless `scrubbed`); returns once they are committed."""
+        batch = list(records) if scrubbed else [self.scrub(record) for record in records]
         if not batch:
             return 0
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -68,12 +85,8 @@ class LogCollector:
     async def write_lines(
         self, lines: Iterable[str], *, service: str = "", host: str = "", attributes: dict | None = None
     ) -> int:
-        received = self.clock()
-        records = [parse_line(line, service=service, host=host, received=received) for line in lines]
-        if attributes:
-            for record in records:
-                record.attributes = {**attributes, **record.attributes}
-        return await self.write(records)
+        records = self.parse_lines(lines, service=service, host=host, attributes=attributes)
+        return await self.write(records, scrubbed=True)
 
     async def _drain(self) -> None:
         while self._pending:
@@ -100,18 +113,30 @@ class LogCollector:
     async def ingest_chunks(self, chunks: AsyncIterator[bytes], *, service: str = "", host: str = "") -> int:
         """Store the lines of a byte stream (stdin, a socket) as they arrive; returns how many were stored.
 
-        Chunks are whatever the source has ready (`read1`), so a slow pipe is written line by line
-        and a file in batches of `batch_size`."""
+        Chunks are whatever the source has ready (`read1`), so a slow pipe is written line by line and a
+        file in batches of `batch_size`. One batch is written while the next is parsed."""
         total = 0
         tail = b""
-        async for chunk in chunks:
-            lines = (tail + chunk).split(b"\n")
-            tail = lines.pop()
-            for start in range(0, len(lines), self.batch_size):
-                batch = [line.decode("utf-8", errors="replace") for line in lines[start : start + self.batch_size]]
-                total += await self.write_lines([line for line in batch if line.strip()], service=service, host=host)
-        if tail.strip():
-            total += await self.write_lines([tail.decode("utf-8", errors="replace")], service=service, host=host)
+        writing: asyncio.Task[int] | None = None
+
+        async def handoff(lines: list[bytes]) -> None:
+            nonlocal total, writing
+            decoded = [line.decode("utf-8", errors="replace") for line in lines if line.strip()]
+            records = self.parse_lines(decoded, service=service, host=host)
+            if writing is not None:
+                total += await writing
+            writing = asyncio.create_task(self.write(records, scrubbed=True))
+
+        try:
+            async for chunk in chunks:
+                lines = (tail + chunk).split(b"\n")
+                tail = lines.pop()
+                for start in range(0, len(lines), self.batch_size):
+                    await handoff(lines[start : start + self.batch_size])
+            await handoff([tail])
+        finally:
+            if writing is not None:
+                total += await writing
         return total
 
     async def follow_files(self, follower: FileFollower, services: dict[str, str] | None = None) -> None:

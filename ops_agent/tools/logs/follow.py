@@ -26,6 +26,7 @@ __all__ = ["FileFollower", "FileOffset"]
 
 log = logging.getLogger(__name__)
 
+_HEAD_BYTES = 64  # compared on every poll to notice a truncation that regrew past our offset
 _READ_CHUNK = 1 << 20
 # Per file and poll: a large backlog (a big file found with start_at_end=False) arrives over several polls,
 # back to back, rather than as one huge batch.
@@ -50,6 +51,7 @@ class _Followed:
     identity: tuple[int, int]  # (st_dev, st_ino)
     offset: int  # file position of the first byte not yet delivered
     pending: bytes = b""  # a partial line read past `offset`, held until its newline arrives
+    head: bytes = b""  # the file's first bytes as read: if they change, it was truncated and rewritten
 
     @property
     def position(self) -> int:
@@ -216,8 +218,9 @@ class FileFollower:
 
     def _read(self, followed: _Followed, lines: list[Line], *, size: int | None = None, final: bool = False) -> None:
         if size is not None:
-            if size < followed.position:
-                # Truncated in place (copytruncate, `> file`): deliver the partial line we hold, start over.
+            if size < followed.position or _rewritten(followed):
+                # Truncated in place (copytruncate, `> file`), even if it has since grown past where we
+                # were: deliver the partial line we hold, start over.
                 self._flush(followed, lines)
                 followed.handle.seek(0)
                 followed.offset = 0
@@ -239,6 +242,8 @@ class FileFollower:
             self._backlog = True
         if final:
             self._flush(followed, lines)
+        elif len(followed.head) < _HEAD_BYTES:
+            followed.head = _pread(followed, _HEAD_BYTES)
 
     def _split(self, followed: _Followed, chunk: bytes, lines: list[Line]) -> None:
         data = followed.pending + chunk if followed.pending else chunk
@@ -279,6 +284,17 @@ def _last_line_start(handle: BinaryIO, size: int) -> int:
     if newline >= 0:
         return size - window + newline + 1
     return 0 if window == size else size
+
+
+def _rewritten(followed: _Followed) -> bool:
+    return bool(followed.head) and _pread(followed, len(followed.head)) != followed.head
+
+
+def _pread(followed: _Followed, length: int) -> bytes:
+    try:
+        return os.pread(followed.handle.fileno(), length, 0)
+    except OSError:
+        return followed.head
 
 
 def _deleted(followed: _Followed) -> bool:

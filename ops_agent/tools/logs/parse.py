@@ -74,9 +74,13 @@ def _without_surrogates(value: Any) -> Any:
 
 
 def _as_text(value: Any) -> str:
+    """Whatever a caller passed instead of a str, as text (parse_line must not raise even then)."""
     if isinstance(value, bytes | bytearray | memoryview):
         return bytes(value).decode("utf-8", "replace")
-    return str(value)
+    try:
+        return str(value)
+    except Exception:
+        return object.__repr__(value)
 
 
 def _now(received: float | None) -> float:
@@ -232,12 +236,14 @@ _LEVEL_WORDS = {
 # Longest first, so WARNING is not read as WARN plus "ING".
 _LEVEL_PATTERN = "|".join(sorted(_LEVEL_WORDS, key=len, reverse=True))
 _KLOG_LEVELS = {"I": "info", "W": "warning", "E": "error", "F": "critical"}
+# The usual spellings, looked up before normalize_severity's strip-and-lower.
+_LEVEL_NAMES = {form: level for word, level in _LEVEL_WORDS.items() for form in (word, word.lower(), word.title())}
 
 
 def _level_value(value: Any) -> str | None:
     """A level field's value as a severity: a name, a syslog number 0..7, or a pino/bunyan level 10..60."""
     if type(value) is str:
-        level = normalize_severity(value, "")
+        level = _LEVEL_NAMES.get(value) or normalize_severity(value, "")
         if level:
             return level
         if not value.isdecimal():
@@ -281,15 +287,15 @@ def _guess_severity(text: str) -> str | None:
 
 # --- JSON and logfmt: named fields -------------------------------------------------------------------------
 
-# A key is a flat name (also dotted, as ECS writes "log.level") or a (parent, child) path into a nested object.
-Key = str | tuple[str, str]
-_TIME_KEYS: tuple[Key, ...] = ("time", "timestamp", "ts", "@timestamp", "date", "timestampInMs", "timeMillis", "@t")
-_LEVEL_KEYS: tuple[Key, ...] = ("level", "severity", "lvl", "levelname", "log.level", ("log", "level"), "@l")
-_MESSAGE_KEYS: tuple[Key, ...] = ("message", "msg", "log", "text", "event", "@m")
-_SERVICE_KEYS: tuple[Key, ...] = ("service", "service.name", ("service", "name"), "app", "projectName", "logger")
-_HOST_KEYS: tuple[Key, ...] = ("host", "hostname", "host.name", ("host", "name"), ("host", "hostname"))
+# A role's keys: flat names (also dotted, as ECS writes "log.level"), then (parent, child) paths into nested objects.
+Keys = tuple[tuple[str, ...], tuple[tuple[str, str], ...]]
+_TIME_KEYS: Keys = (("time", "timestamp", "ts", "@timestamp", "date", "timestampInMs", "timeMillis", "@t"), ())
+_LEVEL_KEYS: Keys = (("level", "severity", "lvl", "levelname", "log.level", "@l"), (("log", "level"),))
+_MESSAGE_KEYS: Keys = (("message", "msg", "log", "text", "event", "@m"), ())
+_SERVICE_KEYS: Keys = (("service", "service.name", "app", "projectName", "logger"), (("service", "name"),))
+_HOST_KEYS: Keys = (("host", "hostname", "host.name"), (("host", "name"), ("host", "hostname")))
 # Heroku's router writes at=info / at=error; only a recognised level is taken, so other `at`s stay attributes.
-_LOGFMT_LEVEL_KEYS = (*_LEVEL_KEYS, "at")
+_LOGFMT_LEVEL_KEYS: Keys = ((*_LEVEL_KEYS[0], "at"), ())
 
 
 def _text_value(value: Any) -> str | None:
@@ -301,29 +307,29 @@ def _text_value(value: Any) -> str | None:
     return None
 
 
-def _take(fields: dict[str, Any], keys: tuple[Key, ...], convert: Callable[[Any], Any]) -> Any:
+def _take(fields: dict[str, Any], keys: Keys, convert: Callable[[Any], Any]) -> Any:
     """Remove and return the first of `keys` whose value converts; what does not convert stays an attribute."""
-    for key in keys:
-        if type(key) is str:
-            if key in fields:
-                value = convert(fields[key])
-                if value is not None:
-                    del fields[key]
-                    return value
-        else:
-            parent = fields.get(key[0])
-            if type(parent) is dict and key[1] in parent:
-                value = convert(parent[key[1]])
-                if value is not None:
-                    del parent[key[1]]
-                    if not parent:
-                        del fields[key[0]]
-                    return value
+    flat, nested = keys
+    for key in flat:
+        if key in fields:
+            value = convert(fields[key])
+            if value is not None:
+                del fields[key]
+                return value
+    for parent_key, key in nested:
+        parent = fields.get(parent_key)
+        if type(parent) is dict and key in parent:
+            value = convert(parent[key])
+            if value is not None:
+                del parent[key]
+                if not parent:
+                    del fields[parent_key]
+                return value
     return None
 
 
 def _from_fields(
-    fmt: str, fields: dict[str, Any], level_keys: tuple[Key, ...], line: str, service: str, host: str, received: float | None
+    fmt: str, fields: dict[str, Any], level_keys: Keys, line: str, service: str, host: str, received: float | None
 ) -> Parsed:
     moment = _take(fields, _TIME_KEYS, _time_value)
     level = _take(fields, level_keys, _level_value)
@@ -380,17 +386,19 @@ def _unescape(match: re.Match[str]) -> str:
 
 def _logfmt(s: str, service: str, host: str, received: float | None) -> Parsed | None:
     fields: dict[str, Any] = {}
-    bare = 0
+    pairs = bare = 0
     for key, quoted, plain, word in _LOGFMT_TOKEN.findall(s):
         if word:
             bare += 1
             fields[word] = True  # logfmt's bare key is a flag
-        elif quoted:
+            continue
+        pairs += 1
+        if quoted:
             fields[key] = _LOGFMT_ESCAPE.sub(_unescape, quoted) if "\\" in quoted else quoted
         else:
             fields[key] = plain
     # Prose with a stray `a=b` is text; logfmt is mostly pairs.
-    if len(fields) - bare <= bare:
+    if pairs <= bare:
         return None
     return _from_fields("logfmt", fields, _LOGFMT_LEVEL_KEYS, s.rstrip(), service, host, received)
 

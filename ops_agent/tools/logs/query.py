@@ -168,6 +168,9 @@ class _Parser:
         if token == ("word", "NOT"):
             self.index += 1
             return Not(self.parse_unary())
+        if token == ("word", "-") and self.index + 1 < len(self.tokens):  # -"a phrase", -(a OR b)
+            self.index += 1
+            return Not(self.parse_atom())
         if token is not None and token[0] == "word" and token[1].startswith("-") and len(token[1]) > 1:
             kind, value, position = self.tokens[self.index]
             self.tokens[self.index] = (kind, value[1:], position + 1)

@@ -1,23 +1,39 @@
 """The embedded log index: SQLite with an FTS5 table, in its own file and on its own thread.
 
 Its own file because a million-line ingest must not queue behind governance's writes, nor make the main
-database's file grow. Two tables share one rowid: `log_records` holds the filterable fields (indexed by
-time), `log_fts` the searchable text (message, attribute values), so retention is two plain deletes.
+database's file grow. Two tables share one rowid: `log_records` holds the filterable fields, `log_fts` the
+searchable text (message, attribute values).
+
+The rowid is the record's time: milliseconds since the epoch in the high bits, a sequence number in the
+low 21. So rowid order is time order whatever order records arrive in, and a time range is a rowid range,
+which FTS5 seeks directly: "the newest 100 matches", a histogram and a count come from the full-text index
+alone, without visiting the records, and retention is a rowid-range delete. Time ranges have millisecond
+resolution.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import random
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+from ops_agent.errors import ToolFailed
 from ops_agent.stores.sqlite import SqliteDatabase
 from ops_agent.tools.logs.query import And, Field, Node, Not, Or, Text, is_text_only
 from ops_agent.tools.logs.record import SEVERITIES, LogRecord, severity_rank
 from ops_agent.tools.logs.store import LogFilter, SearchPage, StoredRecord, bucket_width, flat_attribute_text
 
-__all__ = ["SqliteLogStore"]
+__all__ = ["SqliteLogStore", "time_key"]
+
+T = TypeVar("T")
+
+SEQUENCE_BITS = 21  # 2M records per millisecond; 42 bits of milliseconds reach the year 2109
+_SEQUENCE_MASK = (1 << SEQUENCE_BITS) - 1
+_MAX_MS = (1 << 42) - 1
 
 _MIGRATIONS = [
     """
@@ -29,8 +45,8 @@ _MIGRATIONS = [
         host TEXT NOT NULL,
         attributes TEXT
     );
-    CREATE INDEX log_records_time ON log_records (time);
-    CREATE INDEX log_records_service_time ON log_records (service, time);
+    CREATE INDEX log_records_service ON log_records (service);
+    CREATE INDEX log_records_severity ON log_records (severity);
     CREATE VIRTUAL TABLE log_fts USING fts5 (message, attributes, tokenize = 'unicode61 remove_diacritics 2')
     """,
 ]
@@ -40,12 +56,23 @@ _SELECT = (
 )
 
 
+def time_key(ts: float) -> int:
+    """The smallest rowid of a record at `ts` (Unix seconds)."""
+    ms = math.floor(ts * 1000) if math.isfinite(ts) else (0 if ts < 0 else _MAX_MS)
+    return min(max(ms, 0), _MAX_MS) << SEQUENCE_BITS
+
+
 class SqliteLogStore:
     def __init__(self, path: Path | str) -> None:
         self.database = SqliteDatabase(path)
+        # Records of one millisecond differ in their sequence numbers; starting at a random one makes a
+        # clash with records written before a restart (same millisecond, same number) practically impossible.
+        self._sequence = random.getrandbits(SEQUENCE_BITS)
 
     async def open(self) -> None:
         await self.database.open()
+        # A bigger page cache keeps the FTS index's hot pages in memory during large ingests.
+        await self.database.run(lambda conn: conn.execute("PRAGMA cache_size = -65536"))
         await self.database.migrate("logs", _MIGRATIONS)
 
     async def close(self) -> None:
@@ -54,74 +81,63 @@ class SqliteLogStore:
     async def append(self, records: list[LogRecord]) -> int:
         if not records:
             return 0
-
-        def insert(conn: sqlite3.Connection) -> int:
-            row = conn.execute("SELECT COALESCE(MAX(id), 0) FROM log_records").fetchone()
-            first = row[0] + 1
-            conn.executemany(
-                "INSERT INTO log_records (id, time, severity, service, host, attributes) VALUES (?, ?, ?, ?, ?, ?)",
-                [
-                    (
-                        first + i,
-                        r.time,
-                        severity_rank(r.severity),
-                        r.service,
-                        r.host,
-                        json.dumps(r.attributes, separators=(",", ":"), default=str) if r.attributes else None,
-                    )
-                    for i, r in enumerate(records)
-                ],
-            )
-            conn.executemany(
-                "INSERT INTO log_fts (rowid, message, attributes) VALUES (?, ?, ?)",
-                [
-                    (first + i, r.message, flat_attribute_text(r.attributes) if r.attributes else "")
-                    for i, r in enumerate(records)
-                ],
-            )
-            return len(records)
-
-        return await self.database.write(insert)
+        for attempt in range(5):
+            first = self._sequence
+            self._sequence = (self._sequence + len(records)) & _SEQUENCE_MASK
+            ids = [time_key(r.time) | ((first + i) & _SEQUENCE_MASK) for i, r in enumerate(records)]
+            try:
+                return await self.database.write(lambda conn: _insert(conn, ids, records))
+            except sqlite3.IntegrityError:
+                if attempt == 4:
+                    raise
+                self._sequence = random.getrandbits(SEQUENCE_BITS)  # a clash: the batch rolled back; renumber
+        raise AssertionError("unreachable")
 
     async def search(self, where: LogFilter, *, limit: int, buckets: int = 60) -> SearchPage:
-        clause, params = _where(where)
+        source, id_column, clause, params = _matches(where)
 
         def run(conn: sqlite3.Connection) -> SearchPage:
             start = where.start
             if start is None:
-                row = conn.execute(f"SELECT MIN(r.time) FROM log_records r WHERE {clause}", params).fetchone()
-                start = row[0] if row[0] is not None else where.end
+                row = conn.execute(
+                    f"SELECT {id_column} FROM {source} WHERE {clause} ORDER BY {id_column} LIMIT 1", params
+                ).fetchone()
+                start = (row[0] >> SEQUENCE_BITS) / 1000 if row else where.end
             width = bucket_width(start, where.end, buckets)
             histogram = [0] * max(1, int((where.end - start) // width) + 1)
             for bucket, count in conn.execute(
-                f"SELECT CAST((r.time - ?) / ? AS INTEGER), COUNT(*) FROM log_records r WHERE {clause} GROUP BY 1",
-                [start, width, *params],
+                f"SELECT ({id_column} - ?) / ?, COUNT(*) FROM {source} WHERE {clause} GROUP BY 1",
+                [time_key(start), round(width * 1000) << SEQUENCE_BITS, *params],
             ):
                 histogram[min(max(bucket, 0), len(histogram) - 1)] += count
-            rows = conn.execute(
-                f"{_SELECT} WHERE {clause} ORDER BY r.time DESC, r.id DESC LIMIT ?", [*params, limit]
-            ).fetchall()
-            return SearchPage(sum(histogram), [_record(row) for row in rows], start, width, histogram)
+            newest = [
+                row[0]
+                for row in conn.execute(
+                    f"SELECT {id_column} FROM {source} WHERE {clause} ORDER BY {id_column} DESC LIMIT ?",
+                    [*params, limit],
+                )
+            ]
+            return SearchPage(sum(histogram), _by_id(conn, newest), start, width, histogram)
 
-        return await self.database.run(run)
+        return await self._read(run)
 
     async def records(self, where: LogFilter, *, limit: int) -> list[StoredRecord]:
-        clause, params = _where(where)
-        rows = await self.database.run(
-            lambda conn: conn.execute(
-                f"{_SELECT} WHERE {clause} ORDER BY r.time DESC, r.id DESC LIMIT ?", [*params, limit]
-            ).fetchall()
-        )
-        return [_record(row) for row in rows]
+        source, id_column, clause, params = _matches(where)
+
+        def run(conn: sqlite3.Connection) -> list[StoredRecord]:
+            sql = f"SELECT {id_column} FROM {source} WHERE {clause} ORDER BY {id_column} DESC LIMIT ?"
+            return _by_id(conn, [row[0] for row in conn.execute(sql, [*params, limit])])
+
+        return await self._read(run)
 
     async def volume(self, where: LogFilter, *, bucket_s: float) -> dict[tuple[str, str], dict[int, int]]:
         clause, params = _where(where)
-        origin = where.start if where.start is not None else 0.0
-        rows = await self.database.run(
+        origin = time_key(where.start if where.start is not None else 0.0)
+        rows = await self._read(
             lambda conn: conn.execute(
-                f"SELECT r.service, r.severity, CAST((r.time - ?) / ? AS INTEGER), COUNT(*) "
-                f"FROM log_records r WHERE {clause} GROUP BY 1, 2, 3",
-                [origin, bucket_s, *params],
+                f"SELECT r.service, r.severity, (r.id - ?) / ?, COUNT(*) FROM log_records r WHERE {clause} "
+                "GROUP BY 1, 2, 3",
+                [origin, round(bucket_s * 1000) << SEQUENCE_BITS, *params],
             ).fetchall()
         )
         counts: dict[tuple[str, str], dict[int, int]] = {}
@@ -129,21 +145,76 @@ class SqliteLogStore:
             counts.setdefault((service, SEVERITIES[severity]), {})[bucket] = count
         return counts
 
+    async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """A read, with SQLite's errors translated at the seam (never a raw database message to a caller)."""
+        try:
+            return await self.database.run(fn)
+        except sqlite3.Error as exc:
+            raise ToolFailed(f"the log index could not answer: {type(exc).__name__}: {exc}") from exc
+
     async def prune(self, before: float) -> int:
         def delete(conn: sqlite3.Connection) -> int:
-            row = conn.execute("SELECT MAX(id) FROM log_records WHERE time < ?", (before,)).fetchone()
-            if row[0] is None:
-                return 0
-            conn.execute("DELETE FROM log_fts WHERE rowid IN (SELECT id FROM log_records WHERE time < ?)", (before,))
-            return conn.execute("DELETE FROM log_records WHERE time < ?", (before,)).rowcount
+            key = time_key(before)
+            conn.execute("DELETE FROM log_fts WHERE rowid < ?", (key,))
+            return conn.execute("DELETE FROM log_records WHERE id < ?", (key,)).rowcount
 
         return await self.database.write(delete)
 
     async def stats(self) -> dict[str, Any]:
-        row = await self.database.run(
-            lambda conn: conn.execute("SELECT COUNT(*), MIN(time), MAX(time) FROM log_records").fetchone()
-        )
-        return {"backend": "sqlite", "records": row[0], "oldest": row[1], "newest": row[2]}
+        def run(conn: sqlite3.Connection) -> dict[str, Any]:
+            count = conn.execute("SELECT COUNT(*) FROM log_records").fetchone()[0]
+            oldest = conn.execute("SELECT time FROM log_records ORDER BY id LIMIT 1").fetchone()
+            newest = conn.execute("SELECT time FROM log_records ORDER BY id DESC LIMIT 1").fetchone()
+            return {
+                "backend": "sqlite", "records": count,
+                "oldest": oldest[0] if oldest else None, "newest": newest[0] if newest else None,
+            }
+
+        return await self.database.run(run)
+
+
+def _insert(conn: sqlite3.Connection, ids: list[int], records: list[LogRecord]) -> int:
+    conn.executemany(
+        "INSERT INTO log_records (id, time, severity, service, host, attributes) VALUES (?, ?, ?, ?, ?, ?)",
+        [
+            (id_, r.time, severity_rank(r.severity), r.service, r.host, _json(r.attributes) if r.attributes else None)
+            for id_, r in zip(ids, records, strict=True)
+        ],
+    )
+    conn.executemany(
+        "INSERT INTO log_fts (rowid, message, attributes) VALUES (?, ?, ?)",
+        [
+            (id_, r.message, flat_attribute_text(r.attributes) if r.attributes else "")
+            for id_, r in zip(ids, records, strict=True)
+        ],
+    )
+    return len(records)
+
+
+def _by_id(conn: sqlite3.Connection, ids: list[int]) -> list[StoredRecord]:
+    """The records of `ids`, in that order."""
+    if not ids:
+        return []
+    rows = conn.execute(f"{_SELECT} WHERE r.id IN ({', '.join('?' * len(ids))})", ids).fetchall()
+    by_id = {row[0]: _record(row) for row in rows}
+    return [by_id[i] for i in ids if i in by_id]
+
+
+def _json(attributes: dict[str, Any]) -> str:
+    try:
+        return json.dumps(attributes, separators=(",", ":"), default=str, allow_nan=False)
+    except ValueError:  # NaN or infinity: SQLite's JSON functions would reject the whole document
+        return json.dumps(_finite(attributes), separators=(",", ":"), default=str)
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
 
 
 def _record(row: sqlite3.Row) -> StoredRecord:
@@ -161,12 +232,29 @@ def _record(row: sqlite3.Row) -> StoredRecord:
 # --- compiling a query to SQL ------------------------------------------------------------------------
 
 
+def _matches(where: LogFilter) -> tuple[str, str, str, list[Any]]:
+    """Where the matches of `where` are read from: (table, id column, condition, parameters).
+
+    A full-text query with no other filter is answered by the FTS index alone (its rowids are the ids);
+    anything else filters the records, with the full-text part as a subquery."""
+    low = time_key(where.start) if where.start is not None else 0
+    high = time_key(where.end) | _SEQUENCE_MASK
+    if (
+        where.query is not None
+        and not where.services
+        and where.min_severity is None
+        and is_text_only(where.query)
+        and (expression := _fts(where.query)) is not None
+    ):
+        return "log_fts", "rowid", "log_fts MATCH ? AND rowid BETWEEN ? AND ?", [expression, low, high]
+    clause, params = _where(where)
+    return "log_records r", "r.id", clause, params
+
+
 def _where(where: LogFilter) -> tuple[str, list[Any]]:
-    clauses = ["r.time <= ?"]
-    params: list[Any] = [where.end]
-    if where.start is not None:
-        clauses.append("r.time >= ?")
-        params.append(where.start)
+    low = time_key(where.start) if where.start is not None else 0
+    clauses = ["r.id BETWEEN ? AND ?"]
+    params: list[Any] = [low, time_key(where.end) | _SEQUENCE_MASK]
     if where.min_severity is not None:
         clauses.append("r.severity >= ?")
         params.append(severity_rank(where.min_severity))
@@ -175,7 +263,7 @@ def _where(where: LogFilter) -> tuple[str, list[Any]]:
         params.extend(where.services)
     if where.query is not None:
         sql, query_params = _sql(where.query)
-        clauses.append(sql)
+        clauses.append(f"({sql})")  # a top-level OR must not escape the range and filters
         params.extend(query_params)
     return " AND ".join(clauses), params
 
