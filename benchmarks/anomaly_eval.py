@@ -7,9 +7,9 @@
    template with 20 lines, a template whose rate jumps 10×, a service's info lines stopping) and the
    catch rate is measured, by how busy the target was.
 2. `SessionModel` against the plain n-gram novelty baseline (n=2 and n=3, start/end padded) on
-   DeepLog's HDFS sessions. Training uses the first 20/50/80% of `hdfs_train` (chronological). The
+   DeepLog's HDFS sessions. Training uses the first 20/50/80% of `hdfs_train` in file order. The
    remaining normal sessions measure false positives, and all of `hdfs_test_abnormal` measures
-   detection. The same comparison is repeated on a seeded random split. F1 here is on this split
+   detection. The same comparison is repeated on seeded random splits. F1 here is on this split
    only: positives are the majority, so it is not comparable with published HDFS F1 (553,366 normal
    vs 16,838 abnormal test sessions).
 
@@ -25,7 +25,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Hashable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -97,7 +97,10 @@ class SyntheticStream:
             total = sum(weights)
             for rank, weight in enumerate(weights):
                 # The busiest templates are routine (debug/info); warnings and errors live in the tail.
-                severity = rng.choices(SEVERITIES, cfg.severity_weights)[0] if rank >= 5 else rng.choice(("debug", "info"))
+                if rank < 5:
+                    severity = rng.choice(("debug", "info"))
+                else:
+                    severity = rng.choices(SEVERITIES, cfg.severity_weights)[0]
                 text = f"{service} {severity} event-{rank:03d} op=<*> took <*>ms seed{self.seed}"
                 self.templates.append(Template(text, service, severity, volume * weight / total))
         self._rng = random.Random(self.seed * 7919 + 1)
@@ -171,9 +174,8 @@ def check_window(stream: SyntheticStream, history: Sequence[Window], current: Co
 
 def no_fault_rates(seeds: Sequence[int], windows: int) -> dict:
     """Share of windows (after the first hour) with any anomaly, per kind and overall."""
-    flagged = Counter()
+    flagged: Counter[str] = Counter()
     total = 0
-    worst: Counter[str] = Counter()  # largest score seen per kind
     for seed in seeds:
         stream = SyntheticStream(seed)
         ws = stream.windows(windows + HISTORY_WINDOWS)
@@ -188,11 +190,11 @@ def no_fault_rates(seeds: Sequence[int], windows: int) -> dict:
 
 def fault_catch_rates(seeds: Sequence[int], trials: int) -> dict[str, dict[str, tuple[int, int]]]:
     """Inject one fault per trial into a no-fault window; per fault kind and busyness bucket: (caught, tried)."""
-    out: dict[str, dict[str, list[int]]] = {
+    out: dict[str, dict[tuple[int, str], list[int]]] = {
         "error_spike_5x": {}, "new_error_template_20": {}, "rate_jump_10x": {}, "info_lines_stop": {},
     }
 
-    def tally(kind: str, bucket: str, caught: bool) -> None:
+    def tally(kind: str, bucket: tuple[int, str], caught: bool) -> None:
         cell = out[kind].setdefault(bucket, [0, 0])
         cell[0] += caught
         cell[1] += 1
@@ -219,7 +221,7 @@ def fault_catch_rates(seeds: Sequence[int], trials: int) -> dict[str, dict[str, 
             text = f"{service} error NEW failure <*> in handler <*> trial{t}"
             counts[text] += 20
             found = check_window(stream, history, counts).novel
-            tally("new_error_template_20", "all", any(a.key == text for a in found))
+            tally("new_error_template_20", (0, "any"), any(a.key == text for a in found))
             # One template's rate jumps 10×: 9× its mean on top of the usual.
             tpl = rng.choice(stream.templates)
             rate = window.rates[tpl.text]
@@ -228,25 +230,22 @@ def fault_catch_rates(seeds: Sequence[int], trials: int) -> dict[str, dict[str, 
             found = check_window(stream, history, counts).jumps
             tally("rate_jump_10x", _bucket(rate, (0.5, 2, 5)), any(a.key == tpl.text for a in found))
             # A service's info lines stop altogether (its other severities carry on).
-            infos = {t.text for t in stream.templates if t.service == service and t.severity == "info"}
-            counts = Counter({text: n for text, n in window.counts.items() if text not in infos})
-            found = check_window(stream, history, counts).volume
-            usual = sum(window.rates[text] for text in infos)
-            tally("info_lines_stop", _bucket(usual, (20, 100, 500)),
-                  any(a.kind == "volume_drop" and a.key == f"{service}/info" for a in found))
-    return {kind: {b: (c[0], c[1]) for b, c in sorted(cells.items(), key=_bucket_order)} for kind, cells in out.items()}
+            infos = {info.text for info in stream.templates if info.service == service and info.severity == "info"}
+            if infos:
+                counts = Counter({text: n for text, n in window.counts.items() if text not in infos})
+                found = check_window(stream, history, counts).volume
+                usual = sum(window.rates[text] for text in infos)
+                tally("info_lines_stop", _bucket(usual, (20, 100, 500)),
+                      any(a.kind == "volume_drop" and a.key == f"{service}/info" for a in found))
+    return {kind: {label: (c[0], c[1]) for (_, label), c in sorted(cells.items())} for kind, cells in out.items()}
 
 
-def _bucket(value: float, edges: Sequence[float]) -> str:
-    for low, high in zip((0, *edges), edges):
+def _bucket(value: float, edges: Sequence[float]) -> tuple[int, str]:
+    """(order, label) of the bucket `value` falls in."""
+    for i, (low, high) in enumerate(zip((0, *edges), edges)):
         if value < high:
-            return f"{low:g}–{high:g}/window"
-    return f"≥{edges[-1]:g}/window"
-
-
-def _bucket_order(item: tuple[str, list[int]]) -> float:
-    label = item[0]
-    return -1 if label == "all" else float(label.lstrip("≥").split("–")[0].split("/")[0]) + (0.5 if "≥" in label else 0)
+            return i, f"{low:g}–{high:g}/window"
+    return len(edges), f"≥{edges[-1]:g}/window"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -335,34 +334,39 @@ def _ngram(n: int) -> Callable[[list[tuple[int, ...]]], Callable[[tuple[int, ...
     return build
 
 
-def hdfs_comparison(hdfs_dir: Path, fractions: Sequence[float], split: str) -> list[DetectorResult]:
-    normal = load_sessions(hdfs_dir / "hdfs_train")
-    abnormal = load_sessions(hdfs_dir / "hdfs_test_abnormal")
-    if split == "random":
+DETECTORS = (("SessionModel", _session_model), ("2-gram novelty", _ngram(2)), ("3-gram novelty", _ngram(3)))
+
+
+def hdfs_comparison(
+    normal: list[tuple[int, ...]], abnormal: list[tuple[int, ...]], fractions: Sequence[float], seed: int | None
+) -> list[DetectorResult]:
+    """Train on the first `fraction` of `normal` (shuffled first if `seed` is given); FP on the rest."""
+    if seed is not None:
         normal = normal[:]
-        random.Random(0).shuffle(normal)
+        random.Random(seed).shuffle(normal)
     results = []
     for fraction in fractions:
         cut = int(len(normal) * fraction)
-        train, held_out = normal[:cut], normal[cut:]
-        for name, build in (("SessionModel", _session_model), ("2-gram novelty", _ngram(2)), ("3-gram novelty", _ngram(3))):
-            results.append(evaluate(name, build, train, held_out, abnormal))
+        for name, build in DETECTORS:
+            results.append(evaluate(name, build, normal[:cut], normal[cut:], abnormal))
     return results
 
 
-def view_table(hdfs_dir: Path, fraction: float) -> list[tuple[str, int, int, int, int, float]]:
-    """Per view of SessionModel (first `fraction` of training, chronological): held-out false alarms
-    estimated in training, false positives, and detections if the view alone decided."""
-    normal = load_sessions(hdfs_dir / "hdfs_train")
-    abnormal = load_sessions(hdfs_dir / "hdfs_test_abnormal")
+def view_table(
+    normal: list[tuple[int, ...]], abnormal: list[tuple[int, ...]], fraction: float
+) -> list[tuple[str, str, str, int, float]]:
+    """Per view of SessionModel (first `fraction` of training): false alarms estimated in training
+    (held out one at a time), false positives on the held-out normals and detections, each as if the
+    view alone decided."""
     cut = int(len(normal) * fraction)
     model = SessionModel().fit(normal[:cut])
-    rows = []
-    for view in model.evidence:
-        fp = sum(view in model.findings(s) for s in normal[cut:])
-        det = sum(view in model.findings(s) for s in abnormal)
-        rows.append((view, model.false_alarms[view], cut, fp, det, model.evidence[view]))
-    return rows
+    held_out = [set(model.findings(s)) for s in normal[cut:]]
+    positives = [set(model.findings(s)) for s in abnormal]
+    return [
+        (view, f"{model.false_alarms[view]}/{cut}", f"{sum(view in f for f in held_out)}/{len(held_out)}",
+         sum(view in f for f in positives), model.evidence[view])
+        for view in model.evidence
+    ]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -398,7 +402,8 @@ def main(hdfs_dir: Path = DEFAULT_HDFS_DIR, *, windows: int = 500, seeds: int = 
     print("\n== Window primitives: injected faults (one per trial, in an otherwise no-fault window)")
     print(_table(
         ["fault", "target's usual rate", "caught", "catch rate"],
-        [(kind, bucket, f"{c}/{n}", f"{c / n:.1%}") for kind, cells in caught.items() for bucket, (c, n) in cells.items()],
+        [(kind, bucket, f"{c}/{n}", f"{c / n:.1%}")
+         for kind, cells in caught.items() for bucket, (c, n) in cells.items()],
     ))
     print(f"({time.perf_counter() - start:.1f}s)")
 
@@ -406,24 +411,49 @@ def main(hdfs_dir: Path = DEFAULT_HDFS_DIR, *, windows: int = 500, seeds: int = 
     if not (hdfs_dir / "hdfs_train").exists():
         print(f"\n(no HDFS data in {hdfs_dir}: session comparison skipped)")
         return report
-    for split, title in (("first", "first X% of hdfs_train (chronological)"), ("random", "seeded random X% (seed 0)")):
-        results = hdfs_comparison(hdfs_dir, (0.2, 0.5, 0.8), split)
-        report["hdfs"][split] = [r.__dict__ | {"recall": r.recall, "fp_rate": r.fp_rate, "f1": r.f1} for r in results]
-        print(f"\n== HDFS sessions, train = {title}; positives = all {results[0].abnormal} of hdfs_test_abnormal")
-        print(_table(
-            ["detector", "train", "detection", "false positives", "FP %", "F1 (this split)", "fit sess/s", "score sess/s"],
-            [(r.detector, r.train, f"{r.recall:.2%}", f"{r.false_pos}/{r.normal}", f"{r.fp_rate:.2%}", f"{r.f1:.4f}",
-              f"{r.fit_per_s:,.0f}", f"{r.score_per_s:,.0f}") for r in results],
-        ))
-    rows = view_table(hdfs_dir, 0.5)
-    report["views_50"] = rows
-    print("\n== SessionModel views alone, train = first 50% (the model flags by calibrated sum, not by any one view)")
+    normal = load_sessions(hdfs_dir / "hdfs_train")
+    abnormal = load_sessions(hdfs_dir / "hdfs_test_abnormal")
+    fractions = (0.2, 0.5, 0.8)
+
+    results = hdfs_comparison(normal, abnormal, fractions, seed=None)
+    report["hdfs"]["chronological"] = [_as_dict(r) for r in results]
+    print(f"\n== HDFS sessions, train = first X% of hdfs_train (file order), FP = the rest; "
+          f"positives = all {len(abnormal)} of hdfs_test_abnormal")
     print(_table(
-        ["view", "held-out alarms in training", "held-out FP", "detection alone", "evidence"],
-        [(v, f"{fa}/{n}", f"{fp}/{len(load_sessions(hdfs_dir / 'hdfs_train')) - n}", det, f"{ev:.2f}")
-         for v, fa, n, fp, det, ev in rows],
+        ["detector", "train", "detection", "false positives", "FP %", "F1 (this split)", "fit sess/s", "score sess/s"],
+        [(r.detector, r.train, f"{r.recall:.2%}", f"{r.false_pos}/{r.normal}", f"{r.fp_rate:.2%}", f"{r.f1:.4f}",
+          f"{r.fit_per_s:,.0f}", f"{r.score_per_s:,.0f}") for r in results],
+    ))
+
+    runs = [hdfs_comparison(normal, abnormal, fractions, seed=seed) for seed in seed_list]
+    report["hdfs"]["random"] = [[_as_dict(r) for r in run] for run in runs]
+    print(f"\n== HDFS sessions, train = random X% of hdfs_train, seeds {seed_list[0]}–{seed_list[-1]} "
+          f"(detection: mean and range over seeds; false positives: summed over seeds)")
+    rows = []
+    for i, first in enumerate(runs[0]):
+        same = [run[i] for run in runs]
+        recalls = [r.recall for r in same]
+        fp, total = sum(r.false_pos for r in same), sum(r.normal for r in same)
+        rows.append((
+            first.detector, first.train, f"{sum(recalls) / len(recalls):.2%}",
+            f"{min(recalls):.2%}–{max(recalls):.2%}", f"{fp}/{total}", f"{fp / total:.2%}",
+            f"{sum(r.f1 for r in same) / len(same):.4f}",
+        ))
+    print(_table(["detector", "train", "detection", "range", "false positives", "FP %", "F1 (mean)"], rows))
+
+    views = view_table(normal, abnormal, 0.5)
+    report["views_first_50"] = views
+    print("\n== SessionModel views one at a time, train = first 50% "
+          "(the model itself flags by calibrated sum, not by any single view)")
+    print(_table(
+        ["view", "false alarms in training (held out)", "held-out FP", "detection", "evidence"],
+        [(view, estimated, fp, det, f"{evidence:.2f}") for view, estimated, fp, det, evidence in views],
     ))
     return report
+
+
+def _as_dict(result: DetectorResult) -> dict:
+    return asdict(result) | {"recall": result.recall, "fp_rate": result.fp_rate, "f1": result.f1}
 
 
 if __name__ == "__main__":

@@ -249,7 +249,7 @@ def deploy(
     """Deploy a branch to Vercel (through the gate), following the build live."""
     arguments = {"project": project, "environment": environment, "branch": branch, "low_risk": low_risk,
                  "wait": not no_wait, "idempotency_key": idempotency_key}
-    result = _call_with_progress(config, quiet, "deploy", {k: v for k, v in arguments.items() if v is not None})
+    result = _call_with_progress(config, quiet, "deploy", arguments)
     if as_json:
         _print_json(result)
         return
@@ -270,7 +270,7 @@ def rollback(
 ) -> None:
     """Undo a production deployment: production returns to the previous READY one (no rebuild)."""
     arguments = {"deployment_id": deployment_id, "target_deployment_id": to, "project": project}
-    result = _call_with_progress(config, quiet, "rollback", {k: v for k, v in arguments.items() if v is not None})
+    result = _call_with_progress(config, quiet, "rollback", arguments)
     if as_json:
         _print_json(result)
     else:
@@ -289,7 +289,7 @@ def deployments(
 ) -> None:
     """The deployment history: who deployed, rolled back or promoted what, when, where, and how it ended."""
     arguments = {"project": project, "environment": environment, "action": action, "outcome": outcome, "limit": limit}
-    result = _call_with_progress(config, True, "list_deployment_history", {k: v for k, v in arguments.items() if v is not None})
+    result = _call_with_progress(config, True, "list_deployment_history", arguments)
     if as_json:
         _print_json(result["entries"])
         return
@@ -310,8 +310,10 @@ def sandbox(ctx: typer.Context) -> None:
 
 
 def _call_with_progress(config: Path | None, quiet: bool, tool: str, arguments: dict[str, Any]) -> dict:
-    """One governed tool call from the CLI, with its progress shown live on stderr."""
+    """One governed tool call from the CLI, with its progress shown live on stderr. Options left unset
+    (None) are left out, so the tool's own defaults apply."""
     settings = _settings(config, quiet)
+    arguments = {key: value for key, value in arguments.items() if value is not None}
 
     async def work(services: Services) -> dict:
         with err.status(f"{tool}…") as status:
@@ -437,7 +439,7 @@ def logs_search(
 ) -> None:
     """Search the log index (through the gate), newest first."""
     arguments = {"query": query, "time_range": since, "severity": severity, "service": service, "limit": limit}
-    result = _call_with_progress(config, True, "search_logs", {k: v for k, v in arguments.items() if v is not None})
+    result = _call_with_progress(config, True, "search_logs", arguments)
     if as_json:
         _print_json(result)
         return
@@ -463,7 +465,7 @@ def logs_patterns(
 ) -> None:
     """Error patterns of a window, with trends, known signatures and recommendations."""
     arguments = {"time_range": since, "severity": severity, "service": service, "limit": limit}
-    result = _call_with_progress(config, True, "analyze_error_patterns", {k: v for k, v in arguments.items() if v is not None})
+    result = _call_with_progress(config, True, "analyze_error_patterns", arguments)
     if as_json:
         _print_json(result)
         return
@@ -486,7 +488,7 @@ def logs_anomalies(
 ) -> None:
     """Volume spikes and drops, new error templates and rate jumps in the recent window."""
     arguments = {"window": window, "baseline_windows": baseline_windows, "service": service}
-    result = _call_with_progress(config, True, "detect_anomalies", {k: v for k, v in arguments.items() if v is not None})
+    result = _call_with_progress(config, True, "detect_anomalies", arguments)
     if as_json:
         _print_json(result)
         return
@@ -508,7 +510,7 @@ def logs_pull(
 ) -> None:
     """Pull a Vercel deployment's build and runtime logs into the index."""
     arguments = {"deployment": deployment, "project": project}
-    result = _call_with_progress(config, True, "collect_vercel_logs", {k: v for k, v in arguments.items() if v is not None})
+    result = _call_with_progress(config, True, "collect_vercel_logs", arguments)
     out.print(f"stored {result['accepted']} lines from {result['source']}", highlight=False)
 
 

@@ -7,9 +7,11 @@ import time
 from pathlib import Path
 
 import pytest
+from mcp import Client
 
+from mcp_server import build_server
 from ops_agent.errors import QueryError, ToolRetry
-from ops_agent.services import Services
+from ops_agent.services import Services, open_services
 
 SECRET = "sk_live_4eC39HqLyjWDarjtT1zdp7dc"
 
@@ -151,3 +153,50 @@ async def test_log_derived_metrics_reach_the_series(services):
     assert value.value == 1.0
     latency = await call(services, "query_metrics", query='last(http_latency_ms{service="shop",quantile="0.95"}[5m])')
     assert 100 <= latency.value <= 109
+
+
+async def test_the_index_moves_to_postgresql_when_a_database_url_is_configured(tmp_path, postgres_url):
+    from tests.conftest import make_settings
+    from tests.postgres import create_schema
+
+    settings = make_settings(tmp_path, OPS_AGENT_LOGS_DATABASE_URL=create_schema(postgres_url))
+    async with open_services(settings) as pg:
+        assert await ingest(pg, [line(10, "payment gateway timeout", "error"), line(5, f"key {SECRET}")]) == 2
+        found = await call(pg, "search_logs", query="gateway timeout", severity="error")
+        assert found.total == 1 and found.records[0].message == "payment gateway timeout"
+        stats = await call(pg, "log_stats")
+        assert stats.backend == "postgresql" and stats.records == 2
+        everything = json.dumps((await call(pg, "search_logs")).model_dump())
+        assert SECRET not in everything
+    assert not (tmp_path / "logs.db").exists()  # nothing went to the embedded index
+
+
+async def test_log_tools_answer_over_mcp_with_structured_results(services):
+    await ingest(services, [line(30, "disk full on /var/lib/postgres: No space left on device", "critical", service="db")])
+    async with Client(build_server(services)) as client:
+        result = await client.call_tool("analyze_error_patterns", {"time_range": "1h"})
+        assert not result.is_error
+        report = result.structured_content
+        assert report["patterns"][0]["services"] == ["db"] and report["signatures"][0]["name"] == "disk_full"
+        bad = await client.call_tool("search_logs", {"query": "status:>=high"})
+        assert bad.is_error and "needs a number" in bad.content[0].text
+
+
+async def test_sessions_that_break_the_usual_sequence_are_found(services):
+    lines = []
+    for n in range(80):  # baseline: every request goes received -> authorised -> stored -> answered
+        ago = 4000 - n * 40
+        for step, text in enumerate(["received order", "authorised card", "stored order", "answered 201"]):
+            lines.append(line(ago - step, f"{text} for request", service="shop", request_id=f"r{n}"))
+    for n in range(5):  # now: normal requests, and one that skipped authorisation and failed to store
+        for step, text in enumerate(["received order", "authorised card", "stored order", "answered 201"]):
+            lines.append(line(200 - n * 20 - step, f"{text} for request", service="shop", request_id=f"now{n}"))
+    for step, text in enumerate(["received order", "stored order", "rollback of order", "answered 500"]):
+        lines.append(line(50 - step, f"{text} for request", service="shop", request_id="odd"))
+    await ingest(services, lines)
+    report = await call(services, "detect_anomalies", window="5m", session_field="request_id")
+    sessions = [a for a in report.anomalies if a.kind == "session"]
+    assert [a.key for a in sessions] == ["request_id=odd"], report.anomalies
+    assert "request_id=odd" in sessions[0].explanation and sessions[0].observed == 4
+    few = await call(services, "detect_anomalies", window="5m", baseline_windows=3, session_field="request_id")
+    assert "too few to judge sessions" in few.note

@@ -61,6 +61,11 @@ class DetectAnomaliesInput(ToolInput):
     window: str = Field("15m", max_length=20, description="The recent window judged, e.g. 5m, 15m, 1h.")
     baseline_windows: int = Field(12, ge=3, le=200, description="Windows of the same length before it, as baseline.")
     service: str | None = _SERVICE
+    session_field: str | None = Field(
+        None, min_length=1, max_length=128, pattern=r"^[A-Za-z_][\w.-]*$",
+        description="An attribute naming a session (request_id, trace_id, block_id): also judge each session's "
+        "sequence of templates against the baseline's sessions.",
+    )
 
 
 class IngestLogsInput(ToolInput):
@@ -216,7 +221,7 @@ def log_specs(tool: LogAnalysisTool, puller: VercelLogPuller, default_project: s
         return await tool.analyze_error_patterns(args.time_range, args.severity, args.service, args.limit)
 
     async def detect_anomalies(args: DetectAnomaliesInput, ctx: ToolContext) -> AnomalyReport:
-        return await tool.detect_anomalies(args.window, args.baseline_windows, args.service)
+        return await tool.detect_anomalies(args.window, args.baseline_windows, args.service, args.session_field)
 
     async def ingest_logs(args: IngestLogsInput, ctx: ToolContext) -> IngestReport:
         accepted = await tool.collector.write_lines(args.lines, service=args.service, host=args.host)

@@ -7,13 +7,14 @@ finds into recommendations from the known-signature file and the deployment hist
 
 from __future__ import annotations
 
+import statistics
 import time
 from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from ops_agent.errors import ToolRetry
-from ops_agent.tools.logs.anomaly import novel_templates, rate_jumps, volume_anomalies
+from ops_agent.tools.logs.anomaly import Anomaly, SessionModel, novel_templates, rate_jumps, volume_anomalies
 from ops_agent.tools.logs.collector import LogCollector
 from ops_agent.tools.logs.log_metrics import LogMetrics
 from ops_agent.tools.logs.mining import mine_templates
@@ -30,7 +31,7 @@ from ops_agent.tools.logs.models import (
     TimeWindow,
     iso,
 )
-from ops_agent.tools.logs.query import parse_query, parse_severity, parse_time_range
+from ops_agent.tools.logs.query import Field, parse_query, parse_severity, parse_time_range
 from ops_agent.tools.logs.record import severity_rank
 from ops_agent.tools.logs.rootcause import (
     DeploymentEvent,
@@ -45,6 +46,8 @@ __all__ = ["LogAnalysisTool"]
 
 DeploymentSource = Callable[[float], Awaitable[list[DeploymentEvent]]]
 MAX_MINED = 50_000  # lines mined per window: enough for every frequent pattern, bounded in time and memory
+MIN_SESSIONS = 50  # fewer baseline sessions than this teach a session model nothing reliable
+MAX_SESSIONS = 20  # anomalous sessions reported, worst first
 
 
 class LogAnalysisTool:
@@ -161,9 +164,12 @@ class LogAnalysisTool:
         window: str = "15m",
         baseline_windows: int = 12,
         service: str | Sequence[str] | None = None,
+        session_field: str | None = None,
     ) -> AnomalyReport:
         """Compare the last `window` with the `baseline_windows` windows before it: volume per service and
-        severity, warning-and-above templates never seen in the baseline, and templates whose rate jumped."""
+        severity, warning-and-above templates never seen in the baseline, and templates whose rate jumped.
+        With `session_field` (an attribute such as request_id), also sessions: the records sharing a value of
+        it, as a sequence of templates, judged against the baseline's sessions."""
         if not 3 <= baseline_windows <= 200:
             raise ToolRetry(f"baseline_windows: {baseline_windows} is out of range; give 3 to 200")
         now = self.clock()
@@ -174,42 +180,23 @@ class LogAnalysisTool:
         baseline_start = window_start - baseline_windows * width
         services = _services(service)
 
-        counts = await self.store.volume(
-            LogFilter(end=end, start=baseline_start, services=services), bucket_s=width
+        anomalies, note = await self._volume_anomalies(window, baseline_start, end, width, baseline_windows, services)
+        template_anomalies, first_seen, recent = await self._template_anomalies(
+            baseline_start, window_start, end, width, services
         )
-        history = {f"{svc}/{sev}": [float(buckets.get(i, 0)) for i in range(baseline_windows)]
-                   for (svc, sev), buckets in counts.items()}
-        current = {f"{svc}/{sev}": float(buckets.get(baseline_windows, 0)) for (svc, sev), buckets in counts.items()}
-        anomalies = volume_anomalies(history, current, window_label=window)
-
-        recent = await self.store.records(
-            LogFilter(end=end, start=window_start, min_severity="warning", services=services), limit=MAX_MINED
-        )
-        older = await self.store.records(
-            LogFilter(end=window_start, start=baseline_start, min_severity="warning", services=services),
-            limit=MAX_MINED,
-        )
-        mined = mine_templates([r.message for r in recent + older])
-        text = [mined.templates[i].text for i in mined.assignments]
-        now_counts = Counter(text[: len(recent)])
-        before_counts = Counter(text[len(recent) :])
-        # Only error templates are news when new; a new warning is usually just a new warning.
-        errors_now = Counter(
-            t for t, r in zip(text, recent, strict=False) if severity_rank(r.severity) >= severity_rank("error")
-        )
-        anomalies += novel_templates(before_counts, errors_now)
-        baseline_span = window_start - max(baseline_start, min((r.time for r in older), default=baseline_start))
-        anomalies += rate_jumps(
-            {t: c for t, c in before_counts.items()}, max(baseline_span, width), now_counts, width
-        )
-        first_seen: dict[str, float] = {}
-        for t, r in zip(text, recent, strict=False):
-            first_seen[t] = min(first_seen.get(t, r.time), r.time)
+        anomalies += template_anomalies
+        if session_field:
+            sessions, session_note = await self._session_anomalies(
+                session_field, baseline_start, window_start, end, services
+            )
+            anomalies += sessions
+            note = note or session_note
 
         findings = []
         for anomaly in sorted(anomalies, key=lambda a: -a.score):
-            onset = first_seen.get(anomaly.key, window_start) if anomaly.kind != "volume_drop" else None
-            hints = await self._deployment_hints(onset) if onset is not None and anomaly.kind != "volume_drop" else []
+            # A drop has no onset to blame; anything else began at its first line, or with the window.
+            onset = None if anomaly.kind == "volume_drop" else first_seen.get(anomaly.key, window_start)
+            hints = await self._deployment_hints(onset) if onset is not None else []
             findings.append(
                 AnomalyFinding(
                     kind=anomaly.kind, key=anomaly.key, score=round(anomaly.score, 2), observed=anomaly.observed,
@@ -225,8 +212,73 @@ class LogAnalysisTool:
             anomalies=findings,
             signatures=hits,
             recommendations=recommendations,
-            note=None if counts else "no log records in the window or its baseline",
+            note=note,
         )
+
+    async def _volume_anomalies(
+        self, window: str, baseline_start: float, end: float, width: float, windows: int, services: tuple[str, ...]
+    ) -> tuple[list[Anomaly], str | None]:
+        counts = await self.store.volume(LogFilter(end=end, start=baseline_start, services=services), bucket_s=width)
+        if not counts:
+            return [], "no log records in the window or its baseline"
+        history = {f"{svc}/{sev}": [float(by.get(i, 0)) for i in range(windows)] for (svc, sev), by in counts.items()}
+        current = {f"{svc}/{sev}": float(by.get(windows, 0)) for (svc, sev), by in counts.items()}
+        return volume_anomalies(history, current, window_label=window), None
+
+    async def _template_anomalies(
+        self, baseline_start: float, window_start: float, end: float, width: float, services: tuple[str, ...]
+    ) -> tuple[list[Anomaly], dict[str, float], list[StoredRecord]]:
+        """New error templates and rate jumps among warning-and-above lines; and when each template began."""
+        recent = await self.store.records(
+            LogFilter(end=end, start=window_start, min_severity="warning", services=services), limit=MAX_MINED
+        )
+        older = await self.store.records(
+            LogFilter(end=window_start, start=baseline_start, min_severity="warning", services=services),
+            limit=MAX_MINED,
+        )
+        mined = mine_templates([r.message for r in recent + older])
+        text = [mined.templates[i].text for i in mined.assignments]
+        now_counts = Counter(text[: len(recent)])
+        before_counts = Counter(text[len(recent) :])
+        # Only error templates are news when new; a new warning is usually just a new warning.
+        errors = severity_rank("error")
+        errors_now = Counter(t for t, r in zip(text, recent, strict=False) if severity_rank(r.severity) >= errors)
+        # Sampled baselines (MAX_MINED) cover less than the whole span: compare rates over what was read.
+        baseline_span = window_start - max(baseline_start, min((r.time for r in older), default=baseline_start))
+        anomalies = novel_templates(before_counts, errors_now)
+        anomalies += rate_jumps(before_counts, max(baseline_span, width), now_counts, width)
+        first_seen: dict[str, float] = {}
+        for t, r in zip(text, recent, strict=False):
+            first_seen[t] = min(first_seen.get(t, r.time), r.time)
+        return anomalies, first_seen, recent
+
+    async def _session_anomalies(
+        self, field: str, baseline_start: float, window_start: float, end: float, services: tuple[str, ...]
+    ) -> tuple[list[Anomaly], str | None]:
+        has_field = Field(field, "*")  # any value
+        older = await self.store.records(
+            LogFilter(end=window_start, start=baseline_start, query=has_field, services=services), limit=MAX_MINED
+        )
+        recent = await self.store.records(
+            LogFilter(end=end, start=window_start, query=has_field, services=services), limit=MAX_MINED
+        )
+        mined = mine_templates([r.message for r in older + recent])
+        texts = [mined.templates[i].text for i in mined.assignments]  # keys a reason can name readably
+        baseline = _sessions(older, texts[: len(older)], field)
+        current = _sessions(recent, texts[len(older) :], field)
+        if len(baseline) < MIN_SESSIONS:
+            return [], f"{len(baseline)} {field} sessions in the baseline: too few to judge sessions ({MIN_SESSIONS} needed)"
+        model = SessionModel().fit(baseline.values())
+        found = []
+        for session_id, keys in current.items():
+            verdict = model.score(keys)
+            if verdict.anomalous:
+                found.append(Anomaly(
+                    kind="session", key=f"{field}={session_id}", score=verdict.score, observed=len(keys),
+                    expected=statistics.median(len(k) for k in baseline.values()),
+                    explanation=f"{field}={session_id}: {verdict.reason} ({len(keys)} lines)",
+                ))
+        return sorted(found, key=lambda a: -a.score)[:MAX_SESSIONS], None
 
     async def _deployment_hints(self, onset: float) -> list[str]:
         if self.deployments is None:
@@ -267,6 +319,18 @@ def _template_stats(records: Sequence[StoredRecord], assignments: Sequence[int])
             s["last"] = record.time
             s["example"] = record.message[:500]
     return stats
+
+
+def _sessions(records: Sequence[StoredRecord], templates: Sequence[str], field: str) -> dict[str, list[str]]:
+    """Template sequences per value of `field`, oldest line first (records come newest first)."""
+    sessions: dict[str, list[str]] = defaultdict(list)
+    for record, template in zip(reversed(records), reversed(templates), strict=True):
+        value = record.attributes
+        for part in field.split("."):
+            value = value.get(part) if isinstance(value, dict) else None
+        if value is not None:
+            sessions[str(value)].append(template)
+    return sessions
 
 
 def _trend(count: int, previous: int) -> str:

@@ -87,8 +87,8 @@ class PatternReport(BaseModel):
 
 
 class AnomalyFinding(BaseModel):
-    kind: str = Field(description="volume_spike, volume_drop, new_template or rate_jump.")
-    key: str = Field(description="service/severity for volume, the template for the others.")
+    kind: str = Field(description="volume_spike, volume_drop, new_template, rate_jump or session.")
+    key: str = Field(description="service/severity for volume, field=value for a session, else the template.")
     score: float
     observed: float
     expected: float
