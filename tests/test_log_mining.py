@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import random
@@ -13,23 +12,13 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks import loghub_eval
 from ops_agent.tools.logs import mining
 from ops_agent.tools.logs.mining import DEFAULT_MASKS, MiningResult, Template, mine_templates
 
 REPO = Path(__file__).resolve().parents[1]
 LOGHUB_DIR = Path(__file__).resolve().parents[2] / "shared/data/loghub-2k"
 
-
-def _load_loghub_eval():
-    # benchmarks/ is a folder of scripts, not a package: load the module by path.
-    spec = importlib.util.spec_from_file_location("loghub_eval", REPO / "benchmarks" / "loghub_eval.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["loghub_eval"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-loghub_eval = _load_loghub_eval()
 
 
 def texts(result: MiningResult) -> list[str]:
