@@ -39,7 +39,7 @@ from ops_agent.stores.sqlite import SqliteDatabase
 from ops_agent.telemetry import Telemetry
 from ops_agent.tools.deployment import DeploymentTool, SqliteDeploymentHistory, VercelClient, deployment_specs
 from ops_agent.tools.logs import LogAnalysisTool, LogCollector, VercelLogPuller, log_specs
-from ops_agent.tools.logs.follow import FileFollower
+from ops_agent.tools.logs.follow import FileFollower, OffsetFile
 from ops_agent.tools.logs.log_metrics import LogMetrics
 from ops_agent.tools.logs.rootcause import DeploymentEvent, load_signatures
 from ops_agent.tools.logs.sqlite_store import SqliteLogStore
@@ -213,11 +213,16 @@ async def _open_logs(
         metrics=metrics,
     )
     stack.push_async_callback(_cancel, asyncio.create_task(_maintain_logs(store, metrics, config), name="logs"))
+    # Offsets beside the main database (also when the index is in PostgreSQL): a restart resumes the files.
+    offsets = None if degraded_reason else OffsetFile(settings.storage.path.with_name("log-file-offsets.json"))
+    saved = offsets.load() if offsets else {}
     for source in config.files:
-        follower = FileFollower([source.path], start_at_end=source.start_at_end, poll_interval_s=config.poll_interval_s)
+        follower = FileFollower(
+            [source.path], start_at_end=source.start_at_end, offsets=saved, poll_interval_s=config.poll_interval_s
+        )
         stack.callback(follower.close)  # runs after the task below is cancelled: LIFO
-        task = asyncio.create_task(collector.follow_files(follower, {source.path: source.service}), name="logs:files")
-        stack.push_async_callback(_cancel, task)
+        work = collector.follow_files(follower, {source.path: source.service}, offsets)
+        stack.push_async_callback(_cancel, asyncio.create_task(work, name="logs:files"))
     return tool
 
 

@@ -200,3 +200,37 @@ async def test_sessions_that_break_the_usual_sequence_are_found(services):
     assert "request_id=odd" in sessions[0].explanation and sessions[0].observed == 4
     few = await call(services, "detect_anomalies", window="5m", baseline_windows=3, session_field="request_id")
     assert "too few to judge sessions" in few.note
+
+
+async def test_followed_files_resume_after_a_restart_without_reading_lines_twice(tmp_path):
+    import asyncio
+
+    import yaml
+
+    from ops_agent.config import load_settings
+
+    watched = tmp_path / "app.log"
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({
+        "storage": {"path": str(tmp_path / "ops.db")},
+        "logs": {"files": [{"path": str(watched), "service": "app"}], "poll_interval_s": 0.02},
+    }))
+    settings = load_settings(config, environ={})
+
+    async def stored(services: Services, wanted: int) -> int:
+        for _ in range(250):
+            total = (await call(services, "search_logs", time_range="all", limit=1)).total
+            if total >= wanted:
+                return total
+            await asyncio.sleep(0.02)
+        return total
+
+    watched.write_text("".join(f"2026-11-27T10:00:0{i}Z INFO first run line {i}\n" for i in range(3)))
+    async with open_services(settings) as first:
+        assert await stored(first, 3) == 3
+    with watched.open("a") as f:
+        f.write("2026-11-27T10:01:00Z INFO written while ops-agent was down\n")
+    async with open_services(settings) as second:
+        assert await stored(second, 4) == 4
+        await asyncio.sleep(0.2)  # a few more polls: nothing is read twice
+        assert (await call(second, "search_logs", time_range="all")).total == 4

@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from pathlib import Path
 
 from ops_agent.redact import Redactor
-from ops_agent.tools.logs.follow import FileFollower
+from ops_agent.tools.logs.follow import FileFollower, OffsetFile
 from ops_agent.tools.logs.parse import parse_line
 from ops_agent.tools.logs.record import LogRecord
 from ops_agent.tools.logs.store import LogStore
@@ -139,8 +139,11 @@ class LogCollector:
                 total += await writing
         return total
 
-    async def follow_files(self, follower: FileFollower, services: dict[str, str] | None = None) -> None:
-        """Collect from followed files until cancelled. `services` maps a glob pattern to its service name."""
+    async def follow_files(
+        self, follower: FileFollower, services: dict[str, str] | None = None, offsets: OffsetFile | None = None
+    ) -> None:
+        """Collect from followed files until cancelled. `services` maps a glob pattern to its service name;
+        `offsets` records, after each stored batch, how far each file has been stored."""
         async for batch in follower.follow():
             by_path: dict[str, list[str]] = {}
             for path, line in batch:
@@ -156,6 +159,11 @@ class LogCollector:
                         log.exception("could not store %d lines from %s; retrying in %.1f s", len(lines), path, delay_s)
                         await asyncio.sleep(delay_s)
                         delay_s = min(delay_s * 2, 30.0)
+            if offsets is not None:
+                try:
+                    offsets.save(follower.offsets)
+                except OSError:
+                    log.exception("could not save file offsets to %s", offsets.path)
 
 
 def _service_for(path: str, services: dict[str, str]) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import glob
+import json
 import logging
 import math
 import os
@@ -19,10 +20,11 @@ import stat
 import threading
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import BinaryIO
 
-__all__ = ["FileFollower", "FileOffset"]
+__all__ = ["FileFollower", "FileOffset", "OffsetFile"]
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +44,31 @@ class FileOffset:
     path: str
     inode: int
     offset: int
+
+
+class OffsetFile:
+    """Where followed files stood, kept in a JSON file so a restart resumes instead of reading them again."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.offsets: dict[str, FileOffset] = {}
+
+    def load(self) -> dict[str, FileOffset]:
+        try:
+            data = json.loads(self.path.read_text())
+            self.offsets = {entry["path"]: FileOffset(**entry) for entry in data["files"]}
+        except FileNotFoundError:
+            pass
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            log.warning("ignoring unreadable file offsets in %s (%s): followed files are read again", self.path, exc)
+        return dict(self.offsets)
+
+    def save(self, offsets: Mapping[str, FileOffset]) -> None:
+        """Merge and write atomically (a crash leaves the old file or the new one, never half of one)."""
+        self.offsets.update(offsets)
+        temporary = self.path.with_suffix(".tmp")
+        temporary.write_text(json.dumps({"files": [asdict(o) for o in self.offsets.values()]}))
+        os.replace(temporary, self.path)
 
 
 @dataclass
