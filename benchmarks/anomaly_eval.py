@@ -31,7 +31,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from ops_agent.tools.logs.anomaly import (  # noqa: E402
+from ops_agent.tools.logs.analysis.anomaly import (  # noqa: E402
     Anomaly,
     SessionModel,
     novel_templates,

@@ -30,7 +30,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ops_agent.tools.logs.mining import mine_templates  # noqa: E402
+from ops_agent.tools.logs.analysis.mining import mine_templates  # noqa: E402
 
 DEFAULT_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "loghub-2k"
 # The minimum over runs is the estimate least disturbed by other work on the machine.

@@ -23,7 +23,7 @@ from starlette.responses import JSONResponse
 
 from ops_agent.errors import OpsAgentError
 from ops_agent.services import Services
-from ops_agent.tools.logs.vercel_logs import drain_records, valid_drain_signature
+from ops_agent.tools.logs.ingest.vercel_logs import drain_records, valid_drain_signature
 
 __all__ = ["MAX_BODY_BYTES", "add_ingest_routes"]
 

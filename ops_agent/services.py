@@ -39,11 +39,11 @@ from ops_agent.stores.sqlite import SqliteDatabase
 from ops_agent.telemetry import Telemetry
 from ops_agent.tools.deployment import DeploymentTool, SqliteDeploymentHistory, VercelClient, deployment_specs
 from ops_agent.tools.logs import LogAnalysisTool, LogCollector, VercelLogPuller, log_specs
-from ops_agent.tools.logs.follow import FileFollower, OffsetFile
+from ops_agent.tools.logs.ingest.follow import FileFollower, OffsetFile
 from ops_agent.tools.logs.log_metrics import LogMetrics
-from ops_agent.tools.logs.rootcause import DeploymentEvent, load_signatures
-from ops_agent.tools.logs.sqlite_store import SqliteLogStore
-from ops_agent.tools.logs.store import LogStore
+from ops_agent.tools.logs.analysis.rootcause import DeploymentEvent, load_signatures
+from ops_agent.tools.logs.index.sqlite_store import SqliteLogStore
+from ops_agent.tools.logs.index.store import LogStore
 from ops_agent.tools.monitoring import CustomMetrics, MonitoringTool, monitoring_specs
 from ops_agent.tools.monitoring.prometheus import PrometheusClient
 from ops_agent.tools.monitoring.series import MemorySeries, SeriesStore, SqliteSeriesStore, TieredSeries
@@ -187,7 +187,7 @@ async def _open_logs(
     config = settings.logs
     store: LogStore
     if config.database_url is not None:
-        from ops_agent.tools.logs.postgres_store import PostgresLogStore
+        from ops_agent.tools.logs.index.postgres_store import PostgresLogStore
 
         store = PostgresLogStore(config.database_url.get_secret_value())
     else:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks.anomaly_eval import HISTORY_WINDOWS, NgramNovelty, SyntheticStream, check_window, load_sessions
-from ops_agent.tools.logs.anomaly import (
+from ops_agent.tools.logs.analysis.anomaly import (
     Anomaly,
     SessionModel,
     novel_templates,

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from ops_agent.tools.logs.follow import FileFollower, FileOffset
+from ops_agent.tools.logs.ingest.follow import FileFollower, FileOffset
 
 Follow = Callable[..., FileFollower]
 

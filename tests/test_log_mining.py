@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from benchmarks import loghub_eval
-from ops_agent.tools.logs import mining
-from ops_agent.tools.logs.mining import DEFAULT_MASKS, MiningResult, Template, mine_templates
+from ops_agent.tools.logs.analysis import mining
+from ops_agent.tools.logs.analysis.mining import DEFAULT_MASKS, MiningResult, Template, mine_templates
 
 REPO = Path(__file__).resolve().parents[1]
 LOGHUB_DIR = Path(__file__).resolve().parents[2] / "shared/data/loghub-2k"

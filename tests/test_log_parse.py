@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from ops_agent.tools.logs.parse import FORMATS, detect_format, parse_line
+from ops_agent.tools.logs.ingest.parse import FORMATS, detect_format, parse_line
 from ops_agent.tools.logs.record import SEVERITIES, LogRecord
 
 RECEIVED = 1_700_000_000.0  # 2023-11-14T22:13:20Z

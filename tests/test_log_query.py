@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import pytest
 
 from ops_agent.errors import QueryError, ToolRetry
-from ops_agent.tools.logs.query import And, Field, Not, Or, Text, is_text_only, parse_query, parse_time_range
+from ops_agent.tools.logs.index.query import And, Field, Not, Or, Text, is_text_only, parse_query, parse_time_range
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC).timestamp()
 

@@ -10,11 +10,11 @@ import psycopg
 import pytest
 
 from ops_agent.errors import ConfigError, QueryError, UpstreamError
-from ops_agent.tools.logs.postgres_store import PostgresLogStore
-from ops_agent.tools.logs.query import parse_query
+from ops_agent.tools.logs.index.postgres_store import PostgresLogStore
+from ops_agent.tools.logs.index.query import parse_query
 from ops_agent.tools.logs.record import LogRecord
-from ops_agent.tools.logs.sqlite_store import SqliteLogStore
-from ops_agent.tools.logs.store import LogFilter, LogStore, SearchPage, StoredRecord
+from ops_agent.tools.logs.index.sqlite_store import SqliteLogStore
+from ops_agent.tools.logs.index.store import LogFilter, LogStore, SearchPage, StoredRecord
 from tests.postgres import create_database, create_schema
 from tests.processes import free_port
 

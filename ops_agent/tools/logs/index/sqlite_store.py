@@ -23,9 +23,9 @@ from typing import Any, TypeVar
 
 from ops_agent.errors import ToolFailed
 from ops_agent.stores.sqlite import SqliteDatabase
-from ops_agent.tools.logs.query import And, Field, Node, Not, Or, Text, is_text_only
+from ops_agent.tools.logs.index.query import And, Field, Node, Not, Or, Text, is_text_only
 from ops_agent.tools.logs.record import SEVERITIES, LogRecord, severity_rank
-from ops_agent.tools.logs.store import LogFilter, SearchPage, StoredRecord, bucket_width, flat_attribute_text
+from ops_agent.tools.logs.index.store import LogFilter, SearchPage, StoredRecord, bucket_width, flat_attribute_text
 
 __all__ = ["SqliteLogStore", "time_key"]
 

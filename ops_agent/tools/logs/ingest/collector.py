@@ -16,10 +16,10 @@ from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from pathlib import Path
 
 from ops_agent.redact import Redactor
-from ops_agent.tools.logs.follow import FileFollower, OffsetFile
-from ops_agent.tools.logs.parse import parse_line
+from ops_agent.tools.logs.ingest.follow import FileFollower, OffsetFile
+from ops_agent.tools.logs.ingest.parse import parse_line
 from ops_agent.tools.logs.record import LogRecord
-from ops_agent.tools.logs.store import LogStore
+from ops_agent.tools.logs.index.store import LogStore
 
 __all__ = ["LogCollector"]
 

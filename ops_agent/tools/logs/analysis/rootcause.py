@@ -41,7 +41,7 @@ class DeploymentEvent:
 
 def load_signatures(extra: Path | None = None) -> list[Signature]:
     """The built-in signatures, then those of `extra` (a YAML list; same name replaces a built-in)."""
-    builtin = resources.files("ops_agent.tools.logs").joinpath("signatures.yaml").read_text()
+    builtin = resources.files("ops_agent.tools.logs.analysis").joinpath("signatures.yaml").read_text()
     entries = {entry["name"]: entry for entry in _entries(builtin, "signatures.yaml")}
     if extra is not None:
         try:

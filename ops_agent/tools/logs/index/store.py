@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from ops_agent.tools.logs.query import Node
+from ops_agent.tools.logs.index.query import Node
 from ops_agent.tools.logs.record import LogRecord
 
 __all__ = ["LogFilter", "LogStore", "SearchPage", "StoredRecord", "bucket_width", "flat_attribute_text"]

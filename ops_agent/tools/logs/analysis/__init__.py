@@ -1,0 +1,1 @@
+"""Analysis: template mining, anomaly detection, root-cause signatures."""
