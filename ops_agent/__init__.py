@@ -23,6 +23,7 @@ from ops_agent.ooda.agent import OpsAgent, OpsAgentOODA
 from ops_agent.registry import ToolRegistry, ToolSpec
 from ops_agent.services import Services, open_services
 from ops_agent.tools.deployment import DeploymentTool
+from ops_agent.tools.logs import LogAnalysisTool
 from ops_agent.tools.monitoring import MonitoringTool
 
 __version__ = "0.1.0"
@@ -36,6 +37,7 @@ __all__ = [
     "GovernanceRefusal",
     "GovernanceUnavailable",
     "InvalidArguments",
+    "LogAnalysisTool",
     "MonitoringTool",
     "OpsAgent",
     "OpsAgentError",

@@ -410,7 +410,7 @@ def logs_ingest(
         for source in sources:
             stream = sys.stdin.buffer if str(source) == "-" else open(source, "rb")  # noqa: SIM115
             try:
-                name = service or ("" if str(source) == "-" else source.stem.split(".")[0])
+                name = service or ("stdin" if str(source) == "-" else source.stem.split(".")[0])
                 total += await services.logs.collector.ingest_chunks(_chunks(stream), service=name, host=host)
             finally:
                 if stream is not sys.stdin.buffer:
@@ -451,7 +451,15 @@ def logs_search(
             f"[cyan]{r['service'] or '-'}[/cyan] {escape(r['message'])}",
             highlight=False, soft_wrap=True,
         )
-    out.print(f"[dim]{result['returned']} of {result['total']} matching records[/dim]")
+    if result["total"]:
+        out.print(f"[dim]{result['returned']} of {result['total']} matching records[/dim]")
+    else:
+        window = result["window"]
+        out.print(
+            f"no records match {escape(query or 'the filters')} between {window['start'] or 'the first record'} and "
+            f"{window['end']} (words match whole words: try a prefix such as time*, or a longer --since)",
+            highlight=False,
+        )
 
 
 @logs_app.command("patterns")

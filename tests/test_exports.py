@@ -13,6 +13,7 @@ def test_all_is_complete_and_importable():
 
 def test_seed_names_are_exported():
     assert ops_agent.OpsAgent is ops_agent.OpsAgentOODA
-    assert {"OpsAgentOODA", "DeploymentTool", "MonitoringTool", "Settings", "BudgetExceeded", "PermissionDenied"} <= set(
+    assert {"OpsAgentOODA", "DeploymentTool", "MonitoringTool", "LogAnalysisTool", "Settings", "BudgetExceeded",
+            "PermissionDenied"} <= set(
         ops_agent.__all__
     )

@@ -221,8 +221,9 @@ class LogAnalysisTool:
         counts = await self.store.volume(LogFilter(end=end, start=baseline_start, services=services), bucket_s=width)
         if not counts:
             return [], "no log records in the window or its baseline"
-        history = {f"{svc}/{sev}": [float(by.get(i, 0)) for i in range(windows)] for (svc, sev), by in counts.items()}
-        current = {f"{svc}/{sev}": float(by.get(windows, 0)) for (svc, sev), by in counts.items()}
+        keys = {(svc, sev): f"{svc or 'unnamed'}/{sev}" for svc, sev in counts}  # "api/error"
+        history = {keys[k]: [float(by.get(i, 0)) for i in range(windows)] for k, by in counts.items()}
+        current = {keys[k]: float(by.get(windows, 0)) for k, by in counts.items()}
         return volume_anomalies(history, current, window_label=window), None
 
     async def _template_anomalies(
