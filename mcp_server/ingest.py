@@ -56,17 +56,17 @@ def add_ingest_routes(server: MCPServer, services: Services) -> None:
         service = request.query_params.get("service", "")[:128]
         host = request.query_params.get("host", "")[:256]
         text = body.decode("utf-8", errors="replace")
-        stripped = text.lstrip()
-        if stripped.startswith("["):  # a JSON array of objects or strings: one line each
-            try:
-                items = json.loads(stripped)
-            except json.JSONDecodeError as exc:
-                return _refuse(400, f"body: not a JSON array ({exc.msg} at line {exc.lineno} column {exc.colno})")
+        if request.headers.get("content-type", "").split(";")[0].strip() == "application/json":
+            try:  # a JSON array of objects or strings: one record each
+                items = json.loads(text)
+            except (json.JSONDecodeError, RecursionError) as exc:
+                where = f" ({exc.msg} at line {exc.lineno} column {exc.colno})" if isinstance(exc, json.JSONDecodeError) else ""
+                return _refuse(400, f"body: not a JSON array{where}")
             if not isinstance(items, list):
                 return _refuse(400, "body: expected a JSON array")
             lines = [item if isinstance(item, str) else json.dumps(item) for item in items]
-        else:  # NDJSON or plain text: every line is a record (a line that isn't JSON is kept as text)
-            lines = [line for line in text.splitlines() if line.strip()]
+        else:  # NDJSON or plain text, one record a line (only \n ends a line: JSON may hold U+2028 raw)
+            lines = [line.rstrip("\r") for line in text.split("\n") if line.strip()]
         return await _write(lambda: services.logs.collector.write_lines(lines, service=service, host=host))
 
     @server.custom_route("/ingest/vercel", methods=["POST"])

@@ -184,7 +184,7 @@ class LogSettings(_Section):
     retention_days: float = Field(7.0, gt=0, description="Records older than this are deleted.")
     files: list[LogFileSource] = Field(default_factory=list, description="Files to collect from continuously.")
     poll_interval_s: float = Field(0.5, gt=0, le=60, description="How often followed files are checked.")
-    batch_size: int = Field(2000, ge=1, le=100_000, description="Records written per index transaction.")
+    batch_size: int = Field(2000, ge=1, le=100_000, description="Lines parsed and written together when collecting from files and streams.")
     ingest_token: SecretStr | None = Field(
         None, description="Bearer token the HTTP ingest endpoint requires from non-loopback senders."
     )

@@ -16,11 +16,16 @@ __all__ = ["MASK", "Redactor", "RedactingFilter"]
 
 MASK = "[REDACTED]"
 
-_SECRET_KEY = re.compile(r"(pass(word|wd)?|secret|token(?!s)|api[_-]?key|authorization|credential|private[_-]?key)", re.I)
-# Each shape with the lowercase substrings one of which any match must contain: a substring test is ~50x
+_SECRET_KEY = re.compile(
+    r"(pass(word|wd|phrase)?|pwd|secret|token(?!s)|api[_-]?key|access[_-]?key|authorization|credential|"
+    r"private[_-]?key|session[_-]?(id|token))",
+    re.I,
+)
+# Each shape with the casefolded substrings one of which any match must contain: a substring test is ~50x
 # cheaper than a regex search, so a clean line (nearly every line) costs a few `in` checks per shape.
+# (casefold, not lower: it folds what re.IGNORECASE folds, such as the long s.)
 _SHAPES: list[tuple[tuple[str, ...], re.Pattern[str]]] = [
-    (("bearer", "basic"), re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]{8,}")),
+    (("bearer", "basic", "digest"), re.compile(r"(?i)\b(bearer|basic|digest)\s+[A-Za-z0-9._~+/=-]{8,}")),
     (("sk-",), re.compile(r"\bsk-(?:ant-|proj-)?[A-Za-z0-9_-]{20,}")),  # Anthropic, OpenAI
     (("xox",), re.compile(r"\bxox[abposr]-[A-Za-z0-9-]{10,}")),  # Slack
     (("hooks.slack.com",), re.compile(r"https://hooks\.slack\.com/services/[A-Za-z0-9/_-]+")),
@@ -32,16 +37,28 @@ _SHAPES: list[tuple[tuple[str, ...], re.Pattern[str]]] = [
     (("sg.",), re.compile(r"\bSG\.[\w-]{16,}\.[\w-]{16,}")),  # SendGrid
     (("eyj",), re.compile(r"\beyJ[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]+")),  # JWTs
     (("://",), re.compile(r"(?<=://)[^/\s:@]*:[^/\s@]+(?=@)")),  # [user]:password@ in URLs
-    # A whole PEM key; or, in a log cut into lines, its first line to the end and its 64-column body lines.
+    ((":\\/\\/",), re.compile(r"(?<=:\\/\\/)[^/\s:@\\]*:[^/\s@]+(?=@)")),  # the same, JSON-escaped (PHP)
+    # A whole PEM key; or, in a log cut into lines, its first line to the end.
     (("private key",), re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----(?:[\s\S]*?-----END [A-Z ]*PRIVATE KEY-----|.*)")),
 ]
-_PEM_BODY_LINE = re.compile(r"(?<![^\n])[A-Za-z0-9+/]{64}(?![^\n])")
-# key=value, key: value, "key": "value" where the key sounds secret; the key stays readable.
-_KEY_VALUE_WORDS = ("pass", "pwd", "secret", "token", "key", "session", "credential")
+# A line that is nothing but 60+ base64 characters: the body of a PEM (64 columns) or OpenSSH (70) key cut
+# into lines; also any long token logged on its own. Hashes in hex are caught too, a price worth paying.
+_KEY_BODY_LINE = re.compile(r"(?m)^[A-Za-z0-9+/]{60,}={0,2}\r?$")
+# key=value, key: value, "key": "value", key => "value" where the key sounds secret; the key stays readable
+# and a quoted value keeps its quotes. An Authorization value keeps its scheme out ("Token", "Bearer").
+_KEY_VALUE_WORDS = ("pass", "pwd", "secret", "token", "key", "session", "credential", "authorization")
 _KEY_VALUE = re.compile(
-    r"(?i)((?:password|passwd|pwd|secret|token(?!s)|api[_-]?key|access[_-]?key|session[_-]?(?:id|token)|"
-    r"credentials?)[A-Za-z_-]*[\"']?\s*[=:]\s*[\"']?)[^\s,;&\"'}]+"
+    r"(?i)((?:pass(?:word|wd|phrase)?(?!ed\b|es\b|ing\b|age)|pwd|secret|token(?!s)|api[_-]?key|access[_-]?key|private[_-]?key|"
+    r"session[_-]?(?:id|token)|credentials?|authorization)[A-Za-z_-]*[\"']?\s*(?:=>|[=:])\s*"
+    r"(?:(?:bearer|basic|token|digest)\s+)?)"
+    r"(\"(?:[^\"\\]|\\.)*\"|'(?:[^'\\]|\\.)*'|[^\s,;&\"'}]+)"
 )
+
+
+def _mask_value(match: re.Match[str]) -> str:
+    value = match.group(2)
+    quote = value[0] if value[0] in "\"'" and len(value) > 1 else ""
+    return f"{match.group(1)}{quote}{MASK}{quote}"
 
 
 class Redactor:
@@ -60,14 +77,14 @@ class Redactor:
         for secret in self._secrets:
             if secret in value:
                 value = value.replace(secret, MASK)
-        lower = value.lower()
+        folded = value.casefold()
         for triggers, pattern in _SHAPES:
-            if any(t in lower for t in triggers):
+            if any(t in folded for t in triggers):
                 value = pattern.sub(MASK, value)
-        if _has_line_of_64(value):
-            value = _PEM_BODY_LINE.sub(MASK, value)
-        if any(word in lower for word in _KEY_VALUE_WORDS):
-            value = _KEY_VALUE.sub(lambda m: m.group(1) + MASK, value)
+        if len(value) >= 60:
+            value = _KEY_BODY_LINE.sub(MASK, value)
+        if any(word in folded for word in _KEY_VALUE_WORDS):
+            value = _KEY_VALUE.sub(_mask_value, value)
         return value
 
     def secret_keys(self, value: Any) -> Any:
@@ -100,10 +117,6 @@ def _secret_key(key: str) -> bool:
     return _SECRET_KEY.search(key) is not None
 
 
-def _has_line_of_64(value: str) -> bool:
-    if len(value) < 64:
-        return False
-    return len(value) == 64 or ("\n" in value and any(len(line) == 64 for line in value.split("\n")))
 
 
 class RedactingFilter(logging.Filter):

@@ -116,8 +116,15 @@ def test_a_json_array_body_and_a_malformed_one(server: Server) -> None:
     headers = {"Authorization": f"Bearer {INGEST_TOKEN}"}
     ok = httpx2.post(f"{server.base}/ingest/logs", json=[{"msg": "array one"}, "array two"], headers=headers)
     assert ok.json() == {"accepted": 2}
-    bad = httpx2.post(f"{server.base}/ingest/logs", content="[{\"msg\": ", headers=headers)
+    as_json = {**headers, "Content-Type": "application/json"}
+    bad = httpx2.post(f"{server.base}/ingest/logs", content="[{\"msg\": ", headers=as_json)
     assert bad.status_code == 400 and bad.json()["error"].startswith("body: not a JSON array")
+    deep = httpx2.post(f"{server.base}/ingest/logs", content="[" * 200_000, headers=as_json)
+    assert deep.status_code == 400
+    # Without a JSON content type a body is lines, even one that starts with a bracket.
+    plain = "[Wed Oct 11 14:32:52 2026] [error] [client 10.0.0.1] bracket line\nraw \u2028 line separator kept"
+    assert httpx2.post(f"{server.base}/ingest/logs", content=plain, headers=headers).json() == {"accepted": 2}
+    assert "raw \u2028 line separator kept" in _messages(server.logs_db)
 
 
 def test_vercel_drain_deliveries_are_verified_and_stored(server: Server) -> None:

@@ -55,7 +55,10 @@ def test_queries_parse(text, expected):
         ("service:", 0, "has no value"),
         ("***", 0, "no letters or digits"),
         ('a ""', 2, "empty phrase"),
-        ("(" * 40 + "a" + ")" * 40, 32, "nested too deep"),
+        ("(" * 40 + "a" + ")" * 40, 12, "nested too deep"),
+        ("NOT " * 20 + "a", 0, "nested more than 12 levels"),
+        ("a\x00b", 1, "control characters"),
+        (" ".join(["a"] * 150), 200, "more than 100 terms"),
     ],
 )
 def test_malformed_queries_say_what_and_where(text, position, says):

@@ -11,6 +11,7 @@ from mcp import Client
 
 from mcp_server import build_server
 from ops_agent.errors import QueryError, ToolRetry
+from ops_agent.tools.logs.index.store import LogFilter
 from ops_agent.services import Services, open_services
 
 SECRET = "sk_live_4eC39HqLyjWDarjtT1zdp7dc"
@@ -234,3 +235,54 @@ async def test_followed_files_resume_after_a_restart_without_reading_lines_twice
         assert await stored(second, 4) == 4
         await asyncio.sleep(0.2)  # a few more polls: nothing is read twice
         assert (await call(second, "search_logs", time_range="all")).total == 4
+
+
+# Secrets that only show once a line is parsed (escapes, quoting) or that span several lines.
+HIDDEN_SECRETS = [
+    ('{"level":"info","msg":"POST /login body={\\"user\\":\\"bob\\",\\"password\\":\\"hunter2pw\\"}"}', "hunter2pw"),
+    ('{"msg":"connecting to postgres:\\/\\/app:pgsecret77@db\\/app"}', "pgsecret77"),
+    ('{"msg":"x","dsn":"mysql:\\/\\/root:toorpass9@db\\/app"}', "toorpass9"),
+    ('{"msg":"\\u0070assword=unicodepw1"}', "unicodepw1"),
+    ('{"msg":"x","token":"ab\\"cdSECRETPART"}', "cdSECRETPART"),
+    ('{"level":"info","kind":"db_connect","db":{"host":"db1","pass":"nomsgpass1"}}', "nomsgpass1"),
+    ('msg="login" password="correct horse battery staple"', "battery staple"),
+    ('params: {"password"=>"rubyhash77"}', "rubyhash77"),
+    ("Authorization: Token 9944b09199c62bcf9418ad846dd0e4bbdfc6ee4b", "9944b09199c62bcf"),
+    ('127.0.0.1 - - [27/Nov/2026:10:00:00 +0000] "GET /login?user=bob&pass=querypass3 HTTP/1.1" 200 12', "querypass3"),
+    ("b3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQAAAAAAAAABAAABlwAAAAdzc2gtcn", "b3BlbnNzaC1rZXktdjEAAAAABG5vbmU"),
+]
+
+
+@pytest.mark.parametrize(("raw", "secret"), HIDDEN_SECRETS)
+async def test_secrets_revealed_by_parsing_are_redacted_before_storage(services, raw, secret):
+    assert await ingest(services, [raw]) == 1
+    stored = await services.logs.store.records(LogFilter(end=time.time() + 60), limit=10)
+    assert stored and secret not in json.dumps([r.message for r in stored] + [r.attributes for r in stored])
+
+
+async def test_redaction_keeps_a_json_record_whole(services):
+    raw = '{"ts":"2026-11-27T10:00:00Z","level":"error","service":"pay","msg":"payment failed","session_id":12345}'
+    await ingest(services, [raw])
+    [record] = await services.logs.store.records(LogFilter(end=time.time() + 60), limit=10)
+    assert (record.severity, record.service, record.message) == ("error", "pay", "payment failed")
+    assert record.attributes["session_id"] == "[REDACTED]"
+
+
+async def test_implausible_times_and_unstorable_text_are_repaired_not_fatal(services):
+    from ops_agent.tools.logs.ingest.vercel_logs import drain_records
+
+    await ingest(services, ['{"time":1e30,"msg":"far future"}', '{"time":"0001-01-01T00:00:00+01:00","msg":"year one"}'])
+    records = drain_records(b'[{"message":"bad \\ud800 surrogate","timestamp":1e400}]')
+    assert await services.logs.collector.write(records) == 1
+    stats = await call(services, "log_stats")
+    assert stats.records == 3 and stats.oldest is not None
+    found = await call(services, "search_logs", query="surrogate")
+    assert found.records[0].message == "bad \ufffd surrogate"
+    far = (await call(services, "search_logs", query="far future")).records[0]
+    assert "original_time" in far.attributes and far.time.startswith("20")
+    with pytest.raises(ToolRetry, match="longer than 10 years"):
+        await call(services, "search_logs", time_range="500000w")
+    with pytest.raises(ToolRetry, match="before 1970"):
+        await call(services, "detect_anomalies", window="520w", baseline_windows=200)
+    with pytest.raises(ToolRetry, match="outside 1970..2100"):
+        await call(services, "search_logs", time_range="2026-01-01..9999-12-31T23:59:59-14:00")

@@ -115,7 +115,7 @@ class LogAnalysisTool:
         if start is None:
             raise ToolRetry("time_range: give a bounded window such as 1h or 24h to analyse")
         level = parse_severity(severity)
-        previous_start = start - (end - start)
+        previous_start = max(0.0, start - (end - start))
         current = await self._window(start, end, level, service)
         previous = await self._window(previous_start, start, level, service)
         mined = mine_templates([r.message for r in current + previous])
@@ -178,6 +178,8 @@ class LogAnalysisTool:
             raise ToolRetry("window: give a length such as 5m, 15m or 1h")
         width = end - window_start
         baseline_start = window_start - baseline_windows * width
+        if baseline_start < 0:
+            raise ToolRetry(f"window: {window} × {baseline_windows} baseline windows reaches back before 1970")
         services = _services(service)
 
         anomalies, note = await self._volume_anomalies(window, baseline_start, end, width, baseline_windows, services)

@@ -35,6 +35,9 @@ __all__ = [
 ]
 
 RECORD_FIELDS = ("service", "host", "severity")
+MAX_TOKENS = 100
+MAX_DEPTH = 12
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 _OPERATORS = (">=", "<=", ">", "<", "=")
 
 
@@ -102,15 +105,30 @@ def parse_query(text: str) -> Node | None:
     """Parse `text`; None means "every record" (an empty query)."""
     if len(text) > 2000:
         raise QueryError("query: longer than 2000 characters", 2000)
+    if control := _CONTROL.search(text):
+        raise QueryError("query: control characters (such as NUL) are not allowed", control.start(), text)
     tokens = _tokenize(text)
     if not tokens:
         return None
+    if len(tokens) > MAX_TOKENS:
+        raise QueryError(f"query: more than {MAX_TOKENS} terms and operators", tokens[MAX_TOKENS][2], text)
     parser = _Parser(tokens, text)
     node = parser.parse_or()
     if parser.peek() is not None:
         kind, value, position = parser.tokens[parser.index]
         raise QueryError(f"query: unexpected {value!r}", position, text)
+    if _depth(node) > MAX_DEPTH:  # the databases' own parsers give up on deeper expressions
+        raise QueryError(f"query: nested more than {MAX_DEPTH} levels (NOT and parentheses)", 0, text)
     return node
+
+
+def _depth(node: Node) -> int:
+    match node:
+        case Not(inner):
+            return 1 + _depth(inner)
+        case And(nodes) | Or(nodes):
+            return 1 + max(_depth(n) for n in nodes)
+    return 1
 
 
 def _tokenize(text: str) -> list[tuple[str, str, int]]:
@@ -190,7 +208,7 @@ class _Parser:
         self.index += 1
         if kind == "lparen":
             self.depth += 1
-            if self.depth > 32:
+            if self.depth > MAX_DEPTH:
                 raise QueryError("query: parentheses nested too deep", position, self.text)
             node = self.parse_or()
             if self.peek() != ("rparen", ")"):
@@ -245,6 +263,8 @@ def parse_severity(value: str) -> str:
     return level
 
 
+MAX_SPAN_S = 3650 * 86400
+EARLIEST, LATEST = 0.0, 4_102_444_800.0  # the times the index holds: 1970-01-01 .. 2100-01-01
 _RELATIVE = re.compile(r"^\s*(?:last\s+|past\s+)?(\d+(?:\.\d+)?)\s*([smhdw])\s*$", re.I)
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
@@ -259,6 +279,8 @@ def parse_time_range(value: str | None, *, now: float) -> tuple[float | None, fl
         seconds = float(match.group(1)) * _UNIT_S[match.group(2).lower()]
         if seconds <= 0:
             raise ToolRetry(f"time_range: {value!r} is empty; give a positive length such as 15m or 24h")
+        if seconds > MAX_SPAN_S:
+            raise ToolRetry(f"time_range: {value!r} is longer than 10 years; use all for everything")
         return now - seconds, now
     separator = ".." if ".." in value else "/" if "/" in value else None
     if separator is None:
@@ -274,6 +296,9 @@ def parse_time_range(value: str | None, *, now: float) -> tuple[float | None, fl
         end = _iso(end_text) if end_text else now
     except ValueError as exc:
         raise ToolRetry(f"time_range: {exc}") from None
+    for bound, text in ((start, start_text), (end, end_text)):
+        if bound is not None and not EARLIEST <= bound <= LATEST:
+            raise ToolRetry(f"time_range: {text} is outside 1970..2100")
     if start is not None and start >= end:
         raise ToolRetry(f"time_range: start {start_text} is not before end {end_text or 'now'}")
     return start, end

@@ -14,6 +14,7 @@ resolution.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import random
 import sqlite3
@@ -21,13 +22,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ops_agent.errors import ToolFailed
+from ops_agent.errors import ToolFailed, ToolRetry
 from ops_agent.stores.sqlite import SqliteDatabase
 from ops_agent.tools.logs.index.query import And, Field, Node, Not, Or, Text, is_text_only
 from ops_agent.tools.logs.record import SEVERITIES, LogRecord, severity_rank
 from ops_agent.tools.logs.index.store import LogFilter, SearchPage, StoredRecord, bucket_width, flat_attribute_text
 
 __all__ = ["SqliteLogStore", "time_key"]
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
@@ -150,7 +153,10 @@ class SqliteLogStore:
         try:
             return await self.database.run(fn)
         except sqlite3.Error as exc:
-            raise ToolFailed(f"the log index could not answer: {type(exc).__name__}: {exc}") from exc
+            if "stack overflow" in str(exc) or "too many" in str(exc):
+                raise ToolRetry("query: too complex for the index; use fewer terms or less nesting") from exc
+            log.warning("log index query failed: %s: %s", type(exc).__name__, exc)
+            raise ToolFailed(f"the log index could not answer ({type(exc).__name__}); see the server log") from exc
 
     async def prune(self, before: float) -> int:
         def delete(conn: sqlite3.Connection) -> int:
@@ -193,10 +199,11 @@ def _insert(conn: sqlite3.Connection, ids: list[int], records: list[LogRecord]) 
 
 def _by_id(conn: sqlite3.Connection, ids: list[int]) -> list[StoredRecord]:
     """The records of `ids`, in that order."""
-    if not ids:
-        return []
-    rows = conn.execute(f"{_SELECT} WHERE r.id IN ({', '.join('?' * len(ids))})", ids).fetchall()
-    by_id = {row[0]: _record(row) for row in rows}
+    by_id = {}
+    for start in range(0, len(ids), 500):  # SQLite builds may cap a statement's parameters at 32,766
+        chunk = ids[start : start + 500]
+        for row in conn.execute(f"{_SELECT} WHERE r.id IN ({', '.join('?' * len(chunk))})", chunk):
+            by_id[row[0]] = _record(row)
     return [by_id[i] for i in ids if i in by_id]
 
 

@@ -1,7 +1,9 @@
 """Collection: every source (files, stdin, HTTP, Vercel) hands records here; they are scrubbed and written.
 
 Secrets are redacted before anything else sees a record, so they never reach the index, a search result
-or a prompt. Writes are group-committed: a caller's records are written before its `write` returns
+or a prompt: after parsing, so that what parsing decodes (JSON escapes, quoting) is redacted as it will be
+stored and shown. Text is made storable (no lone surrogates) and times plausible (1970..2100, finite;
+else the time it arrived, the original kept as `original_time`). Writes are group-committed: a caller's records are written before its `write` returns
 (nothing accepted is lost), and callers arriving while a write is in progress share the next one, so a
 thousand small HTTP posts cost a few transactions, not a thousand.
 """
@@ -11,8 +13,10 @@ from __future__ import annotations
 import asyncio
 import fnmatch
 import logging
+import re
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from typing import Any
 from pathlib import Path
 
 from ops_agent.redact import Redactor
@@ -47,27 +51,27 @@ class LogCollector:
         self._pending: list[tuple[list[LogRecord], asyncio.Future[None]]] = []
         self._writer: asyncio.Task[None] | None = None
 
-    def scrub(self, record: LogRecord) -> LogRecord:
-        record.message = self.redactor.text(record.message)
+    def scrub(self, record: LogRecord, *, parsed: bool = False) -> LogRecord:
+        """Redact secrets, make text storable (parse_line already has) and the time plausible, in place."""
+        record.message = self.redactor.text(record.message if parsed else _storable(record.message))
         if record.attributes:
-            record.attributes = self.redactor.value(record.attributes)
+            record.attributes = self.redactor.value(record.attributes if parsed else _storable(record.attributes))
+        if not _EARLIEST <= record.time <= _LATEST:  # NaN fails both
+            record.attributes = {**record.attributes, "original_time": str(record.time)}
+            record.time = self.clock()
         return record
 
     def parse_lines(
         self, lines: Iterable[str], *, service: str = "", host: str = "", attributes: dict | None = None
     ) -> list[LogRecord]:
-        """Redacted records of raw lines. The line is scrubbed before it is parsed, once: every field taken
-        from it is then clean, and only values under secret-sounding keys remain to be masked."""
+        """Redacted records of raw lines."""
         received = self.clock()
-        text, keyed = self.redactor.text, self.redactor.secret_keys
         records = []
         for line in lines:
-            record = parse_line(text(line), service=service, host=host, received=received)
+            record = parse_line(line, service=service, host=host, received=received)
             if attributes:
                 record.attributes = {**attributes, **record.attributes}
-            if record.attributes:
-                record.attributes = keyed(record.attributes)
-            records.append(record)
+            records.append(self.scrub(record, parsed=True))
         return records
 
     async def write(self, records: Iterable[LogRecord], *, scrubbed: bool = False) -> int:
@@ -91,24 +95,27 @@ class LogCollector:
     async def _drain(self) -> None:
         while self._pending:
             waiting, self._pending = self._pending, []
-            records = [record for batch, _ in waiting for record in batch]
             try:
-                for start in range(0, len(records), self.batch_size):
-                    await self.store.append(records[start : start + self.batch_size])
-            except Exception as exc:  # every waiting caller learns its records were not stored
-                for _, done in waiting:
-                    if not done.done():
+                await self._append([record for batch, _ in waiting for record in batch])
+            except Exception:
+                # One caller's bad batch must not fail the others that shared the transaction: alone now.
+                for batch, done in waiting:
+                    try:
+                        await self._append(batch)
+                    except Exception as exc:
                         done.set_exception(exc)
-                continue
-            self.written += len(records)
-            for observe in self.observers:
-                try:
-                    observe(records)
-                except Exception:
-                    log.exception("log observer failed")
             for _, done in waiting:
                 if not done.done():
                     done.set_result(None)
+
+    async def _append(self, records: list[LogRecord]) -> None:
+        await self.store.append(records)  # one transaction: all of them or none, so a retry can't duplicate
+        self.written += len(records)
+        for observe in self.observers:
+            try:
+                observe(records)
+            except Exception:
+                log.exception("log observer failed")
 
     async def ingest_chunks(self, chunks: AsyncIterator[bytes], *, service: str = "", host: str = "") -> int:
         """Store the lines of a byte stream (stdin, a socket) as they arrive; returns how many were stored.
@@ -131,6 +138,9 @@ class LogCollector:
             async for chunk in chunks:
                 lines = (tail + chunk).split(b"\n")
                 tail = lines.pop()
+                if len(tail) > MAX_LINE_BYTES:  # a line that never ends is stored in pieces, not buffered forever
+                    lines.append(tail)
+                    tail = b""
                 for start in range(0, len(lines), self.batch_size):
                     await handoff(lines[start : start + self.batch_size])
             await handoff([tail])
@@ -164,6 +174,22 @@ class LogCollector:
                     offsets.save(follower.offsets)
                 except OSError:
                     log.exception("could not save file offsets to %s", offsets.path)
+
+
+MAX_LINE_BYTES = 1 << 20
+_EARLIEST, _LATEST = 0.0, 4_102_444_800.0  # 1970-01-01 .. 2100-01-01
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _storable(value: Any) -> Any:
+    """Lone surrogates (from JSON escapes) become U+FFFD: no database stores them."""
+    if isinstance(value, str):
+        return _SURROGATE.sub("\ufffd", value) if _SURROGATE.search(value) else value
+    if isinstance(value, dict):
+        return {_storable(k): _storable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_storable(v) for v in value]
+    return value
 
 
 def _service_for(path: str, services: dict[str, str]) -> str:

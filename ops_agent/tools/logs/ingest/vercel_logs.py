@@ -37,20 +37,25 @@ def drain_records(body: bytes) -> list[LogRecord]:
     text = body.decode("utf-8", errors="replace").strip()
     if not text:
         return []
-    if text.startswith("["):
-        try:
-            entries = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ToolRetry(f"body: not a JSON array ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
-    else:
-        entries = []
-        for number, line in enumerate(text.splitlines(), start=1):
-            if not line.strip():
-                continue
+    try:
+        if text.startswith("["):
             try:
-                entries.append(json.loads(line))
+                entries = json.loads(text)
             except json.JSONDecodeError as exc:
-                raise ToolRetry(f"body: line {number} is not JSON ({exc.msg})") from None
+                raise ToolRetry(f"body: not a JSON array ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
+            if not isinstance(entries, list):
+                raise ToolRetry("body: expected a JSON array of log entries")
+        else:
+            entries = []
+            for number, line in enumerate(text.split("\n"), start=1):  # only \n: JSON may hold U+2028 raw
+                if not line.strip():
+                    continue
+                try:
+                    entries.append(json.loads(line))
+                except json.JSONDecodeError as exc:
+                    raise ToolRetry(f"body: line {number} is not JSON ({exc.msg})") from None
+    except RecursionError:
+        raise ToolRetry("body: nested too deeply to be a log-drain delivery") from None
     records = []
     for index, entry in enumerate(entries):
         if not isinstance(entry, dict):
