@@ -255,6 +255,16 @@ async def test_attributes_compare_as_text_or_as_numbers(corpus):
     assert await found(corpus, "http:*") == messages(1, 2, 8)
 
 
+async def test_a_dotted_name_reaches_nested_or_flat_keys(store):
+    await store.append([
+        LogRecord(BASE + 1, "nested", attributes={"http": {"response": {"status_code": 503}}}),
+        LogRecord(BASE + 2, "flat", attributes={"http.response.status_code": 504}),
+        LogRecord(BASE + 3, "neither", attributes={"http": {"status": 200}}),
+    ])
+    assert await found(store, "http.response.status_code:>=500") == ["flat", "nested"]
+    assert await found(store, "http.response.status_code:504") == ["flat"]
+
+
 async def test_severity_is_a_threshold(corpus):
     assert await found(corpus, "severity:error") == messages(1, 5, 8)
     assert await found(corpus, "level:warn") == messages(1, 3, 5, 8)

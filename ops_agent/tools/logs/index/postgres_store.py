@@ -498,8 +498,10 @@ def _field(node: Field) -> tuple[str, list[Any]]:
     if node.name in ("service", "host"):
         text, number = (node.name, []), _substitute(_LEADING_NUMBER, node.name, [])
     else:
-        parts = node.name.split(".")
-        value = "attributes" + " -> %s::text" * len(parts), [part.replace('"', "") for part in parts]
+        parts = [part.replace('"', "") for part in node.name.split(".")]
+        value = "attributes" + " -> %s::text" * len(parts), parts
+        if len(parts) > 1:  # a.b: nested, or else a key that holds the dot itself (ECS-style flat keys)
+            value = f"COALESCE({value[0]}, attributes -> %s::text)", [*parts, ".".join(parts)]
         text, number = _substitute(_ATTRIBUTE_TEXT, *value), _substitute(_ATTRIBUTE_NUMBER, *value)
     if node.operator == "=":
         if node.value.endswith("*"):

@@ -325,8 +325,10 @@ def _field(node: Field) -> tuple[str, list[Any]]:
     if node.name in ("service", "host"):
         column = f"r.{node.name}"
     else:
-        path = "$" + "".join('."' + part.replace('"', "") + '"' for part in node.name.split("."))
-        column = f"json_extract(r.attributes, '{path}')"
+        parts = [part.replace('"', "") for part in node.name.split(".")]
+        column = "json_extract(r.attributes, '$" + "".join(f'."{part}"' for part in parts) + "')"
+        if len(parts) > 1:  # a.b: nested, or else a key that holds the dot itself (ECS-style flat keys)
+            column = f"""COALESCE({column}, json_extract(r.attributes, '$."{'.'.join(parts)}"'))"""
     if node.operator == "=":
         if node.value.endswith("*"):
             return f"{column} LIKE ? ESCAPE '\\'", [_like_prefix(node.value[:-1])]
