@@ -35,10 +35,10 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from ops_agent.redact import Redactor  # noqa: E402
-from ops_agent.tools.logs.ingest.collector import LogCollector  # noqa: E402
 from ops_agent.tools.logs.index.query import parse_query  # noqa: E402
 from ops_agent.tools.logs.index.sqlite_store import SqliteLogStore  # noqa: E402
 from ops_agent.tools.logs.index.store import LogFilter  # noqa: E402
+from ops_agent.tools.logs.ingest.collector import LogCollector  # noqa: E402
 
 SERVICES = ["api", "web", "billing", "auth", "worker", "search"]
 PATHS = ["/api/users", "/api/orders", "/api/items", "/login", "/health", "/static/app.js", "/api/cart"]

@@ -39,11 +39,11 @@ from ops_agent.stores.sqlite import SqliteDatabase
 from ops_agent.telemetry import Telemetry
 from ops_agent.tools.deployment import DeploymentTool, SqliteDeploymentHistory, VercelClient, deployment_specs
 from ops_agent.tools.logs import LogAnalysisTool, LogCollector, VercelLogPuller, log_specs
-from ops_agent.tools.logs.ingest.follow import FileFollower, OffsetFile
-from ops_agent.tools.logs.log_metrics import LogMetrics
 from ops_agent.tools.logs.analysis.rootcause import DeploymentEvent, load_signatures
 from ops_agent.tools.logs.index.sqlite_store import SqliteLogStore
 from ops_agent.tools.logs.index.store import LogStore
+from ops_agent.tools.logs.ingest.follow import FileFollower, OffsetFile
+from ops_agent.tools.logs.log_metrics import LogMetrics
 from ops_agent.tools.monitoring import CustomMetrics, MonitoringTool, monitoring_specs
 from ops_agent.tools.monitoring.prometheus import PrometheusClient
 from ops_agent.tools.monitoring.series import MemorySeries, SeriesStore, SqliteSeriesStore, TieredSeries

@@ -12,9 +12,9 @@ import pytest
 from ops_agent.errors import ConfigError, QueryError, UpstreamError
 from ops_agent.tools.logs.index.postgres_store import PostgresLogStore
 from ops_agent.tools.logs.index.query import parse_query
-from ops_agent.tools.logs.record import LogRecord
 from ops_agent.tools.logs.index.sqlite_store import SqliteLogStore
 from ops_agent.tools.logs.index.store import LogFilter, LogStore, SearchPage, StoredRecord
+from ops_agent.tools.logs.record import LogRecord
 from tests.postgres import create_database, create_schema
 from tests.processes import free_port
 

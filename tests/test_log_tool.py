@@ -11,8 +11,8 @@ from mcp import Client
 
 from mcp_server import build_server
 from ops_agent.errors import QueryError, ToolRetry
-from ops_agent.tools.logs.index.store import LogFilter
 from ops_agent.services import Services, open_services
+from ops_agent.tools.logs.index.store import LogFilter
 
 SECRET = "sk_live_4eC39HqLyjWDarjtT1zdp7dc"
 

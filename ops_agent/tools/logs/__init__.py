@@ -10,7 +10,10 @@ from mcp.types import ToolAnnotations
 from pydantic import Field
 
 from ops_agent.registry import Intent, ToolContext, ToolInput, ToolSpec, mentioned
+from ops_agent.tools.logs.index.store import LogStore
 from ops_agent.tools.logs.ingest.collector import LogCollector
+from ops_agent.tools.logs.ingest.parse import parse_line
+from ops_agent.tools.logs.ingest.vercel_logs import VercelLogPuller
 from ops_agent.tools.logs.log_analysis_tool import LogAnalysisTool
 from ops_agent.tools.logs.models import (
     AnomalyReport,
@@ -19,10 +22,7 @@ from ops_agent.tools.logs.models import (
     LogStats,
     PatternReport,
 )
-from ops_agent.tools.logs.ingest.parse import parse_line
 from ops_agent.tools.logs.record import SEVERITIES, LogRecord
-from ops_agent.tools.logs.index.store import LogStore
-from ops_agent.tools.logs.ingest.vercel_logs import VercelLogPuller
 
 __all__ = [
     "LogAnalysisTool",

@@ -15,9 +15,18 @@ from typing import Any
 
 from ops_agent.errors import ToolRetry
 from ops_agent.tools.logs.analysis.anomaly import Anomaly, SessionModel, novel_templates, rate_jumps, volume_anomalies
+from ops_agent.tools.logs.analysis.mining import mine_templates
+from ops_agent.tools.logs.analysis.rootcause import (
+    DeploymentEvent,
+    Signature,
+    deployment_hints,
+    load_signatures,
+    match_signatures,
+)
+from ops_agent.tools.logs.index.query import Field, parse_query, parse_severity, parse_time_range
+from ops_agent.tools.logs.index.store import LogFilter, LogStore, StoredRecord
 from ops_agent.tools.logs.ingest.collector import LogCollector
 from ops_agent.tools.logs.log_metrics import LogMetrics
-from ops_agent.tools.logs.analysis.mining import mine_templates
 from ops_agent.tools.logs.models import (
     AnomalyFinding,
     AnomalyReport,
@@ -31,16 +40,7 @@ from ops_agent.tools.logs.models import (
     TimeWindow,
     iso,
 )
-from ops_agent.tools.logs.index.query import Field, parse_query, parse_severity, parse_time_range
 from ops_agent.tools.logs.record import severity_rank
-from ops_agent.tools.logs.analysis.rootcause import (
-    DeploymentEvent,
-    Signature,
-    deployment_hints,
-    load_signatures,
-    match_signatures,
-)
-from ops_agent.tools.logs.index.store import LogFilter, LogStore, StoredRecord
 
 __all__ = ["LogAnalysisTool"]
 

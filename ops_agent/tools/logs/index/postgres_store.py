@@ -37,8 +37,8 @@ from psycopg.conninfo import conninfo_to_dict
 from ops_agent.errors import ConfigError, UpstreamError
 from ops_agent.redact import Redactor
 from ops_agent.tools.logs.index.query import And, Field, Node, Not, Or, Text, is_text_only
-from ops_agent.tools.logs.record import SEVERITIES, LogRecord, severity_rank
 from ops_agent.tools.logs.index.store import LogFilter, SearchPage, StoredRecord, bucket_width, flat_attribute_text
+from ops_agent.tools.logs.record import SEVERITIES, LogRecord, severity_rank
 
 __all__ = ["PostgresLogStore"]
 

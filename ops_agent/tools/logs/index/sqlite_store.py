@@ -25,8 +25,8 @@ from typing import Any, TypeVar
 from ops_agent.errors import ToolFailed, ToolRetry
 from ops_agent.stores.sqlite import SqliteDatabase
 from ops_agent.tools.logs.index.query import And, Field, Node, Not, Or, Text, is_text_only
-from ops_agent.tools.logs.record import SEVERITIES, LogRecord, severity_rank
 from ops_agent.tools.logs.index.store import LogFilter, SearchPage, StoredRecord, bucket_width, flat_attribute_text
+from ops_agent.tools.logs.record import SEVERITIES, LogRecord, severity_rank
 
 __all__ = ["SqliteLogStore", "time_key"]
 

@@ -1,11 +1,13 @@
 """Collection: every source (files, stdin, HTTP, Vercel) hands records here; they are scrubbed and written.
 
-Secrets are redacted before anything else sees a record, so they never reach the index, a search result
-or a prompt: after parsing, so that what parsing decodes (JSON escapes, quoting) is redacted as it will be
-stored and shown. Text is made storable (no lone surrogates) and times plausible (1970..2100, finite;
-else the time it arrived, the original kept as `original_time`). Writes are group-committed: a caller's records are written before its `write` returns
-(nothing accepted is lost), and callers arriving while a write is in progress share the next one, so a
-thousand small HTTP posts cost a few transactions, not a thousand.
+Secrets are redacted right after parsing, before anything is stored, so they never reach the index, a
+search result or a prompt; after parsing, because what parsing decodes (JSON escapes, quoting) is what is
+stored and shown. Text is made storable (no lone surrogates) and times plausible (1970..2100; else the time
+the line arrived, the original kept as `original_time`).
+
+Writes are group-committed: a caller's records are written before its `write` returns (nothing accepted is
+lost), and callers arriving while a write is in progress share the next one, so a thousand small HTTP
+posts cost a few transactions, not a thousand.
 """
 
 from __future__ import annotations
@@ -16,14 +18,14 @@ import logging
 import re
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 from ops_agent.redact import Redactor
+from ops_agent.tools.logs.index.store import LogStore
 from ops_agent.tools.logs.ingest.follow import FileFollower, OffsetFile
 from ops_agent.tools.logs.ingest.parse import parse_line
 from ops_agent.tools.logs.record import LogRecord
-from ops_agent.tools.logs.index.store import LogStore
 
 __all__ = ["LogCollector"]
 
