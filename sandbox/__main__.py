@@ -1,12 +1,15 @@
-"""`python -m sandbox [vercel] [options]`: run a local stand-in in the foreground.
+"""`python -m sandbox [vercel|notify|inbox] [options]`: run a local stand-in in the foreground.
 
-The Vercel API emulator is the only stand-in so far, so it is also what runs without a subcommand.
+`vercel` (the Vercel API emulator) is what runs without a subcommand. `notify` runs the notification sinks
+(Slack webhook, Mailtrap send API, webhook receiver, SMTP); `inbox --url URL` prints what they received.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +19,9 @@ from pydantic import ValidationError
 
 from sandbox.vercel import EmulatorConfig, create_app, listen
 
-STAND_INS = ("vercel",)
+STAND_INS = ("vercel", "notify", "inbox")
+NOTIFY_PORT = 3200
+SMTP_PORT = 2525
 
 # option -> EmulatorConfig key; given options override the config file
 VERCEL_OPTIONS: list[tuple[str, str, type, str]] = [
@@ -33,7 +38,7 @@ VERCEL_OPTIONS: list[tuple[str, str, type, str]] = [
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m sandbox", description="Local stand-ins for the outside world.")
-    commands = parser.add_subparsers(dest="command", metavar="{vercel}")
+    commands = parser.add_subparsers(dest="command", metavar="{vercel,notify,inbox}")
     vercel = commands.add_parser("vercel", help="the Vercel REST API emulator (the default)")
     vercel.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
     vercel.add_argument("--port", type=int, default=3100, help="port (default 3100; 0 = any free port)")
@@ -44,6 +49,22 @@ def _parser() -> argparse.ArgumentParser:
         "--fail-branch", action="append", metavar="REF", help="git ref whose builds always fail (repeatable)"
     )
     vercel.add_argument("--log-level", default="info", help="uvicorn log level (default info: one line per request)")
+
+    notify = commands.add_parser("notify", help="Slack, Mailtrap, webhook and SMTP sinks with one inbox")
+    notify.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
+    notify.add_argument("--port", type=int, default=NOTIFY_PORT, help=f"HTTP port (default {NOTIFY_PORT}; 0 = any)")
+    notify.add_argument("--smtp-port", type=int, default=SMTP_PORT, help=f"SMTP port (default {SMTP_PORT}; 0 = any)")
+    notify.add_argument("--config", type=Path, metavar="FILE.yaml", help="SinksConfig keys as YAML")
+    notify.add_argument("--slack-rate-per-s", type=float, help="Slack messages per second per webhook (default 1)")
+    notify.add_argument("--smtp-tls", choices=("none", "starttls", "tls"), help="SMTP TLS mode (default none)")
+    notify.add_argument("--smtp-auth-required", action="store_true", default=None, help="refuse mail before AUTH")
+    notify.add_argument("--latency-s", type=float, help="latency added to every answer")
+    notify.add_argument("--log-level", default="info", help="uvicorn log level (default info: one line per request)")
+
+    inbox = commands.add_parser("inbox", help="print the inbox of running notification sinks as JSON")
+    inbox.add_argument("--url", default=f"http://127.0.0.1:{NOTIFY_PORT}", help="base URL of `sandbox notify`")
+    inbox.add_argument("--channel", choices=("slack", "mailtrap", "webhook", "smtp"), help="only this channel")
+    inbox.add_argument("--clear", action="store_true", help="empty the inbox instead of printing it")
     return parser
 
 
@@ -87,11 +108,84 @@ def run_vercel(args: argparse.Namespace) -> int:
     return 0
 
 
+def _config_error(name: str, exc: Exception) -> int:
+    if isinstance(exc, ValidationError):
+        detail = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'config'}: {e['msg']}" for e in exc.errors())
+    else:
+        detail = str(exc)
+    print(f"sandbox {name}: bad configuration: {detail}", file=sys.stderr)
+    return 2
+
+
+def run_notify(args: argparse.Namespace) -> int:
+    from sandbox.notify import NotifySinks, SinksConfig
+
+    options = {
+        "slack_rate_per_s": args.slack_rate_per_s, "smtp_tls": args.smtp_tls,
+        "smtp_auth_required": args.smtp_auth_required, "latency_s": args.latency_s,
+    }
+    try:
+        data: dict[str, Any] = {}
+        if args.config is not None:
+            data = yaml.safe_load(args.config.read_text()) or {}
+            if not isinstance(data, dict):
+                raise ValueError(f"{args.config}: expected a mapping of SinksConfig keys")
+        data.update({key: value for key, value in options.items() if value is not None})
+        config = SinksConfig.model_validate(data)
+    except (OSError, ValueError, yaml.YAMLError) as exc:
+        return _config_error("notify", exc)
+    sinks = NotifySinks(config, host=args.host, port=args.port, smtp_port=args.smtp_port, log_level=args.log_level)
+    sinks.start()
+    try:
+        print(f"Notification sinks on {sinks.base_url} (SMTP {sinks.smtp_host}:{sinks.smtp_port})", flush=True)
+        for hook in config.slack_webhooks:
+            print(f"  SLACK_WEBHOOK_URL={sinks.slack_webhook_url(hook.name)}  ({hook.name}, {hook.state})")
+        print(f"  MAILTRAP_API_URL={sinks.mailtrap_url}")
+        print(f"  MAILTRAP_API_TOKEN={sinks.mailtrap_token}")
+        print(f"  WEBHOOK_URL={sinks.webhook_url}  (any /hooks/NAME works)")
+        print(f"  WEBHOOK_SECRET={sinks.webhook_secret}")
+        print(f"  SMTP_HOST={sinks.smtp_host}")
+        print(f"  SMTP_PORT={sinks.smtp_port}")
+        print(f"  SMTP_USERNAME={sinks.smtp_username}")
+        print(f"  SMTP_PASSWORD={sinks.smtp_password}")
+        print(f"  SMTP_TLS={config.smtp_tls}" + ("" if config.smtp_tls == "none" else " (self-signed certificate)"))
+        print(f"  inbox: GET {sinks.base_url}/inbox or `python -m sandbox inbox --url {sinks.base_url}`; stop: Ctrl-C",
+              flush=True)
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        sinks.stop()
+    return 0
+
+
+def run_inbox(args: argparse.Namespace) -> int:
+    import httpx2
+
+    params = {"channel": args.channel} if args.channel else {}
+    try:
+        with httpx2.Client(base_url=args.url, timeout=10) as client:
+            response = client.delete("/inbox") if args.clear else client.get("/inbox", params=params)
+    except httpx2.HTTPError as exc:
+        print(f"sandbox inbox: cannot reach {args.url}: {exc}", file=sys.stderr)
+        return 1
+    if response.status_code >= 400:
+        print(f"sandbox inbox: {response.status_code} {response.text}", file=sys.stderr)
+        return 1
+    if not args.clear:
+        print(json.dumps(response.json(), indent=2))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or (argv[0].startswith("-") and argv[0] not in ("-h", "--help")):
-        argv.insert(0, "vercel")  # the only stand-in so far is the default
+        argv.insert(0, "vercel")  # the default stand-in
     args = _parser().parse_args(argv)
+    if args.command == "notify":
+        return run_notify(args)
+    if args.command == "inbox":
+        return run_inbox(args)
     return run_vercel(args)
 
 
