@@ -7,6 +7,7 @@ import json
 import os
 import sys
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, Optional, TypeVar
 
@@ -530,6 +531,125 @@ def logs_stats(config: ConfigOption = None, as_json: JsonOption = False) -> None
         _print_json(result)
         return
     out.print(f"{result['records']} records in {result['backend']}: {result['oldest'] or '-'} .. {result['newest'] or '-'}")
+
+
+alerts_app = typer.Typer(help="Alert rules, active alerts, acknowledgement, silences, history.", no_args_is_help=True)
+app.add_typer(alerts_app, name="alerts")
+
+
+@alerts_app.command("rules")
+def alerts_rules(config: ConfigOption = None, as_json: JsonOption = False) -> None:
+    """List the alert rules."""
+    result = _call_with_progress(config, True, "list_alert_rules", {})
+    if as_json:
+        _print_json(result["rules"])
+        return
+    table = Table("name", "severity", "condition", "channels", "remediation", "enabled")
+    for r in result["rules"]:
+        remediation = (r["remediation"] or {}).get("action", "")
+        table.add_row(r["name"], r["severity"], escape(r["condition"]), ",".join(r["channels"]), remediation,
+                      "yes" if r["enabled"] else "no")
+    out.print(table)
+
+
+@alerts_app.command("create")
+def alerts_create(
+    name: Annotated[str, typer.Argument(help="Rule name.")],
+    condition: Annotated[str, typer.Argument(help='e.g. "cpu_percent > 90 for 5m" (docs/ALERT_CONDITIONS.md).')],
+    severity: Annotated[str, typer.Option(help="critical, high, medium or low.")] = "medium",
+    channel: Annotated[Optional[list[str]], typer.Option("--channel", help="Extra channel (repeatable).")] = None,
+    repeat: Annotated[Optional[str], typer.Option(help="Repeat interval until acknowledged, e.g. 30m.")] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Create an alert rule (checked now: syntax, series, services, channels)."""
+    arguments = {"name": name, "condition": condition, "severity": severity, "channels": channel or [],
+                 "repeat_interval": repeat}
+    rule = _call_with_progress(config, True, "create_alert_rule", arguments)
+    out.print(f"rule [bold]{rule['name']}[/bold] ({rule['severity']}): {escape(rule['condition'])}", highlight=False)
+
+
+@alerts_app.command("delete")
+def alerts_delete(name: Annotated[str, typer.Argument(help="Rule name.")], config: ConfigOption = None) -> None:
+    """Delete an alert rule (its history stays)."""
+    _call_with_progress(config, True, "delete_alert_rule", {"name": name})
+    out.print(f"deleted rule {name}")
+
+
+@alerts_app.command("active")
+def alerts_active(config: ConfigOption = None, as_json: JsonOption = False) -> None:
+    """Pending and firing alerts."""
+    result = _call_with_progress(config, True, "get_active_alerts", {})
+    if as_json:
+        _print_json(result["alerts"])
+        return
+    if not result["alerts"]:
+        out.print("no active alerts")
+        return
+    table = Table("id", "rule", "severity", "state", "since", "acknowledged", "summary")
+    for a in result["alerts"]:
+        table.add_row(a["id"], a["rule_name"], a["severity"], a["state"], _when(a["started_at"]),
+                      a["acknowledged_by"] or "", escape(a["summary"]))
+    out.print(table)
+
+
+@alerts_app.command("ack")
+def alerts_ack(alert_id: Annotated[str, typer.Argument(help="From `ops-agent alerts active`.")], config: ConfigOption = None) -> None:
+    """Acknowledge an alert: repeats and escalation stop."""
+    alert = _call_with_progress(config, True, "acknowledge_alert", {"alert_id": alert_id})
+    out.print(f"acknowledged {alert['id']} ({alert['rule_name']})")
+
+
+@alerts_app.command("resolve")
+def alerts_resolve(alert_id: Annotated[str, typer.Argument(help="From `ops-agent alerts active`.")], config: ConfigOption = None) -> None:
+    """Close an active alert by hand."""
+    alert = _call_with_progress(config, True, "resolve_alert", {"alert_id": alert_id})
+    out.print(f"resolved {alert['id']} ({alert['rule_name']})")
+
+
+@alerts_app.command("silence")
+def alerts_silence(
+    matcher: Annotated[list[str], typer.Argument(help="KEY=VALUE: rule=NAME (* allowed), severity=LEVEL, or a label.")],
+    duration: Annotated[str, typer.Option("--for", help="How long, e.g. 30m, 2h, 1d.")] = "1h",
+    comment: Annotated[str, typer.Option(help="Why.")] = "",
+    config: ConfigOption = None,
+) -> None:
+    """Silence matching alerts for a while (still tracked, not notified)."""
+    try:
+        matchers = dict(_pair(item) for item in matcher)
+    except ValueError as exc:
+        raise _fail(str(exc), 2) from None
+    silence = _call_with_progress(config, True, "silence_alerts", {"matchers": matchers, "duration": duration, "comment": comment})
+    out.print(f"silence {silence['id']}: {silence['matchers']} until {_when(silence['ends_at'])}", highlight=False)
+
+
+@alerts_app.command("history")
+def alerts_history(
+    rule: Annotated[Optional[str], typer.Option(help="Only this rule.")] = None,
+    alert_id: Annotated[Optional[str], typer.Option("--alert", help="Only this alert.")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=1000)] = 50,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Every transition of the alerts, newest first."""
+    result = _call_with_progress(config, True, "get_alert_history", {"rule": rule, "alert_id": alert_id, "limit": limit})
+    if as_json:
+        _print_json(result["events"])
+        return
+    table = Table("when (UTC)", "rule", "alert", "event", "detail")
+    for e in result["events"]:
+        table.add_row(_when(e["at"]), e["rule_name"], e["alert_id"], e["event"], escape(json.dumps(e["detail"])[:120]))
+    out.print(table)
+
+
+def _pair(item: str) -> tuple[str, str]:
+    key, sep, value = item.partition("=")
+    if not sep or not key or not value:
+        raise ValueError(f"matcher {item!r}: expected KEY=VALUE, e.g. rule=disk_*")
+    return key, value
+
+
+def _when(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def _parse_arguments(pairs: list[str], args_json: str | None) -> dict[str, Any]:

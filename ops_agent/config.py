@@ -196,9 +196,92 @@ class LogSettings(_Section):
     )
 
 
+class NotifyWebhook(_Section):
+    """One named outgoing webhook, signed per Standard Webhooks."""
+
+    url: SecretStr = Field(description="Endpoint URL (a secret: webhook paths often carry a token).")
+    secret: SecretStr | None = Field(None, description="Signing secret, whsec_<base64>; none = unsigned.")
+
+
+class AlertSettings(_Section):
+    interval_s: float = Field(5.0, ge=0.2, le=3600, description="How often every alert rule is evaluated.")
+    routing: dict[Literal["critical", "high", "medium", "low"], list[str]] = Field(
+        default_factory=lambda: {
+            "critical": ["slack", "email", "webhook"], "high": ["slack", "email"], "medium": ["slack"], "low": [],
+        },
+        description="Channels each priority pages (those configured); a rule's own channels are added.",
+    )
+    repeat_interval_s: dict[Literal["critical", "high", "medium", "low"], float] = Field(
+        default_factory=lambda: {"critical": 1800, "high": 3600, "medium": 14400, "low": 86400},
+        description="How often an unacknowledged firing alert is sent again, per priority (a rule may override).",
+    )
+    escalate_after_s: float = Field(900.0, gt=0, description="A critical alert unacknowledged this long escalates.")
+    escalation_channels: list[str] = Field(
+        default_factory=lambda: ["email", "webhook", "slack"], description="Where an escalation is sent."
+    )
+    restart_commands: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="Commands a remediation may run, by name (argv lists; no shell). Nothing else can run.",
+    )
+    command_timeout_s: float = Field(60.0, gt=0, le=3600, description="How long a restart command may run.")
+
+    @field_validator("restart_commands")
+    @classmethod
+    def _commands(cls, commands: dict[str, list[str]]) -> dict[str, list[str]]:
+        for name, argv in commands.items():
+            if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+                raise ValueError(f"restart command name {name!r}: letters, digits, '_', '.', '-' only")
+            if not argv or not all(isinstance(part, str) and part for part in argv):
+                raise ValueError(f"restart command {name!r}: give the command as a non-empty list of arguments")
+        return commands
+
+
 class NotifySettings(_Section):
-    mailtrap_token: SecretStr | None = None
-    slack_webhook_url: SecretStr | None = None
+    mailtrap_token: SecretStr | None = Field(None, description="Mailtrap API token (Mailtrap_API_TOKEN).")
+    mailtrap_api_url: str = Field(
+        "https://send.api.mailtrap.io", description="Mailtrap send API base URL (POST /api/send); a sink's locally."
+    )
+    from_email: str = Field("ops-agent@localhost", description="Sender address of e-mail notifications.")
+    from_name: str = Field("Ops Agent", description="Sender display name.")
+    email_recipients: list[str] = Field(default_factory=list, description="Recipients when a call names none.")
+    smtp_host: str | None = Field(None, description="SMTP server; none = no SMTP channel.")
+    smtp_port: int = Field(587, ge=1, le=65535, description="587 with STARTTLS, 465 with tls, 25 plain.")
+    smtp_username: str | None = Field(None, description="SMTP login, if the server wants one.")
+    smtp_password: SecretStr | None = Field(None, description="SMTP password.")
+    smtp_starttls: bool = Field(True, description="Require STARTTLS on a plain connection.")
+    smtp_tls: bool = Field(False, description="TLS from the first byte (implicit TLS, port 465).")
+    slack_webhook_url: SecretStr | None = Field(None, description="Slack incoming webhook (SLACK_WEBHOOK_URL).")
+    webhooks: dict[str, NotifyWebhook] = Field(
+        default_factory=dict, description="Named outgoing webhooks: name -> {url, secret}; channel webhook:<name>."
+    )
+    webhook_secret: SecretStr | None = Field(
+        None, description="Signing secret (whsec_...) for webhooks sent to an ad-hoc URL."
+    )
+    webhook_allow_hosts: list[str] = Field(
+        default_factory=list,
+        description="Hosts, addresses or networks a webhook may reach over http or at a private address.",
+    )
+    rate_limit_s: dict[str, float] = Field(
+        default_factory=lambda: {"slack": 1.0},
+        description="Channel -> minimum seconds between two messages on it (Slack allows about 1/s).",
+    )
+    max_attempts: int = Field(8, ge=1, le=50, description="Attempts per delivery before it is marked failed.")
+    backoff_s: float = Field(1.0, gt=0, description="First retry delay; doubles each attempt, with jitter.")
+    max_backoff_s: float = Field(300.0, gt=0, description="Cap of the retry delay.")
+    max_retry_after_s: float = Field(3600.0, gt=0, description="Cap on a server's Retry-After.")
+    timeout_s: float = Field(15.0, gt=0, le=300, description="Timeout of one delivery request.")
+    fallback_order: list[str] = Field(
+        default_factory=list,
+        description="Channels in order of preference; a failed channel falls back to the next one configured.",
+    )
+    fallback_after_failures: int = Field(
+        3, ge=1, description="Consecutive failures of a channel after which its deliveries fall back."
+    )
+    poll_interval_s: float = Field(1.0, gt=0, le=60, description="Longest the delivery worker sleeps when idle.")
+    in_doubt: Literal["resend", "drop"] = Field(
+        "resend",
+        description="Slack/e-mail deliveries interrupted mid-send by a stop: resend (never lost) or drop (never twice).",
+    )
 
 
 class RedisSettings(_Section):
@@ -219,6 +302,7 @@ class Settings(_Section):
     monitoring: MonitoringSettings = MonitoringSettings()
     services: Annotated[list[ServiceCheck], Field(description="Services whose health is checked.")] = []
     logs: LogSettings = LogSettings()
+    alerts: AlertSettings = AlertSettings()
     vercel: VercelSettings = VercelSettings()
     notify: NotifySettings = NotifySettings()
     redis: RedisSettings = RedisSettings()

@@ -37,6 +37,10 @@ from ops_agent.redact import RedactingFilter, Redactor
 from ops_agent.registry import ToolRegistry
 from ops_agent.stores.sqlite import SqliteDatabase
 from ops_agent.telemetry import Telemetry
+from ops_agent.tools.alerts import AlertEvaluator, AlertManagementTool, RoutingPolicy, SqliteAlertStore, alert_specs
+from ops_agent.tools.alerts.notifier import NotificationNotifier
+from ops_agent.tools.alerts.remediation import Remediator, restart_command_spec
+from ops_agent.tools.alerts.sources import AgentConditionSources
 from ops_agent.tools.deployment import DeploymentTool, SqliteDeploymentHistory, VercelClient, deployment_specs
 from ops_agent.tools.logs import LogAnalysisTool, LogCollector, VercelLogPuller, log_specs
 from ops_agent.tools.logs.analysis.rootcause import DeploymentEvent, load_signatures
@@ -47,6 +51,7 @@ from ops_agent.tools.logs.log_metrics import LogMetrics
 from ops_agent.tools.monitoring import CustomMetrics, MonitoringTool, monitoring_specs
 from ops_agent.tools.monitoring.prometheus import PrometheusClient
 from ops_agent.tools.monitoring.series import MemorySeries, SeriesStore, SqliteSeriesStore, TieredSeries
+from ops_agent.tools.notify import NotificationService, SqliteOutbox, notify_specs
 
 if TYPE_CHECKING:
     import anthropic
@@ -68,6 +73,8 @@ class Services:
     monitoring: MonitoringTool
     deployment: DeploymentTool
     logs: LogAnalysisTool
+    notify: NotificationService
+    alerts: AlertManagementTool
     telemetry: Telemetry
     http: httpx2.AsyncClient
 
@@ -147,6 +154,10 @@ async def open_services(
         logs = await _open_logs(settings, redactor, series, deployment, degraded_reason, stack)
         for spec in log_specs(logs, VercelLogPuller(lambda: deployment.client), settings.vercel.default_project):
             registry.register(spec)
+        notify = await _open_notify(settings, redactor, db, http, stack)
+        for spec in notify_specs(notify):
+            registry.register(spec)
+        alerts = await _open_alerts(settings, db, series, monitoring, logs, notify, registry, redactor, stack)
         planner = _planner(settings, registry, gate, anthropic_client, stack)
         facts = {
             "services": [service.name for service in settings.services],
@@ -155,7 +166,9 @@ async def open_services(
         }
         loop = TaskLoop(registry, planner, gate, max_steps=settings.llm.max_steps, facts=facts)
         registry.register(execute_task_spec(loop))
-        yield Services(settings, redactor, gate, registry, loop, monitoring, deployment, logs, telemetry, http)
+        yield Services(
+            settings, redactor, gate, registry, loop, monitoring, deployment, logs, notify, alerts, telemetry, http
+        )
 
 
 async def _open_database(
@@ -223,6 +236,52 @@ async def _open_logs(
         stack.callback(follower.close)  # runs after the task below is cancelled: LIFO
         work = collector.follow_files(follower, {source.path: source.service}, offsets)
         stack.push_async_callback(_cancel, asyncio.create_task(work, name="logs:files"))
+    return tool
+
+
+async def _open_notify(
+    settings: Settings, redactor: Redactor, db: SqliteDatabase, http: httpx2.AsyncClient, stack: AsyncExitStack
+) -> NotificationService:
+    """The notification service over a durable outbox, with its delivery worker running."""
+    outbox = SqliteOutbox(db)
+    await outbox.migrate()
+    notify = NotificationService(settings=settings.notify, http=http, outbox=outbox, redactor=redactor)
+    stack.push_async_callback(_cancel, asyncio.create_task(notify.run(), name="notify"))
+    stack.push_async_callback(notify.stop)  # runs first: in-flight sends finish, nothing is left in doubt
+    return notify
+
+
+async def _open_alerts(
+    settings: Settings,
+    db: SqliteDatabase,
+    series: SeriesStore,
+    monitoring: MonitoringTool,
+    logs: LogAnalysisTool,
+    notify: NotificationService,
+    registry: ToolRegistry,
+    redactor: Redactor,
+    stack: AsyncExitStack,
+) -> AlertManagementTool:
+    """Rules, the evaluator on its interval, and remediation through the registry (so through the gate)."""
+    config = settings.alerts
+    store = SqliteAlertStore(db)
+    await store.migrate()
+    registry.register(restart_command_spec(config.restart_commands, redactor, config.command_timeout_s))
+    notifier = NotificationNotifier(notify)
+    sources = AgentConditionSources(series, monitoring.health.last, logs)
+    policy = RoutingPolicy(
+        channels=config.routing, repeat_interval_s=config.repeat_interval_s,
+        escalate_after_s=config.escalate_after_s, escalation_channels=config.escalation_channels,
+    )
+    evaluator = AlertEvaluator(
+        store, sources, notifier, available_channels=notifier.available, policy=policy,
+        remediate=Remediator(registry, settings.governance.agent_name),
+    )
+    tool = AlertManagementTool(store, evaluator, sources, known_services=[s.name for s in settings.services])
+    for spec in alert_specs(tool):
+        registry.register(spec)
+    stack.push_async_callback(evaluator.settle)
+    stack.push_async_callback(_cancel, asyncio.create_task(evaluator.run(config.interval_s), name="alerts"))
     return tool
 
 

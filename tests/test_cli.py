@@ -119,3 +119,22 @@ def test_run_rejects_a_bad_priority(env):
 def test_serve_rejects_an_unknown_transport(env):
     result = runner.invoke(app, ["serve", "--transport", "carrier-pigeon"])
     assert result.exit_code == 2 and "expected stdio or http" in result.output
+
+
+def test_alerts_commands_manage_rules_silences_and_history(env):
+    assert runner.invoke(app, ["call", "record_metric", "name=disk_used_percent", "value=97", "-q"]).exit_code == 0
+    created = runner.invoke(app, ["alerts", "create", "disk_full", "disk_used_percent > 95", "--severity", "high"])
+    assert created.exit_code == 0, created.output
+    assert "rule disk_full (high): disk_used_percent > 95" in created.stdout
+    rules = json.loads(runner.invoke(app, ["alerts", "rules", "--json"]).stdout)
+    assert [r["name"] for r in rules] == ["disk_full"]
+    bad = runner.invoke(app, ["alerts", "create", "broken", "disk_used_percent >"])
+    assert bad.exit_code == 1 and "position" in bad.output and "Traceback" not in bad.output
+    silenced = runner.invoke(app, ["alerts", "silence", "rule=disk_*", "--for", "2h", "--comment", "resize"])
+    assert silenced.exit_code == 0 and "silence " in silenced.stdout
+    assert runner.invoke(app, ["alerts", "silence", "nonsense"]).exit_code == 2
+    assert "no active alerts" in runner.invoke(app, ["alerts", "active"]).stdout
+    assert runner.invoke(app, ["alerts", "history", "--json"]).exit_code == 0
+    assert runner.invoke(app, ["alerts", "delete", "disk_full"]).exit_code == 0
+    missing = runner.invoke(app, ["alerts", "ack", "nope-1"])
+    assert missing.exit_code == 1 and "no alert 'nope-1'" in missing.output

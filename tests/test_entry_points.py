@@ -46,6 +46,22 @@ SAMPLE_ARGUMENTS = {
     "ingest_logs": {"lines": ["2026-01-01T00:00:00Z ERROR boom"], "service": "api"},
     "collect_vercel_logs": {"deployment": "dpl_abc123"},
     "log_stats": {},
+    "send_notification": {"channels": ["slack"], "message": "deploy finished"},
+    "send_webhook": {"url": "https://hooks.example.com/ops", "payload": {"event": "test"}},
+    "get_notification_status": {"notification_id": "ntf_abc"},
+    "create_alert_rule": {"name": "hot_cpu", "condition": "system_cpu_percent > 90 for 5m", "severity": "high"},
+    "update_alert_rule": {"name": "hot_cpu", "severity": "critical"},
+    "delete_alert_rule": {"name": "hot_cpu"},
+    "list_alert_rules": {},
+    "get_active_alerts": {},
+    "acknowledge_alert": {"alert_id": "abc-123"},
+    "resolve_alert": {"alert_id": "abc-123"},
+    "silence_alerts": {"matchers": {"rule": "hot_*"}, "duration": "1h"},
+    "list_silences": {},
+    "expire_silence": {"silence_id": "abc123"},
+    "get_alert_history": {},
+    "get_remediation_stats": {},
+    "run_restart_command": {"name": "restart_api"},
 }
 WRONG_TYPE = [{"not": ["valid", 1]}]  # a list of objects: wrong for every field of every tool
 

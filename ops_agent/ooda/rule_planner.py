@@ -20,7 +20,9 @@ from ops_agent.registry import ToolRegistry, ToolSpec
 __all__ = ["Plan", "RulePlanner"]
 
 _SPLIT = re.compile(
-    r"\s*(?:[,;]|\.(?:\s+|$)|\b(?:and\s+then|and\s+also|then|also|as\s+well\s+as|plus|but|and)\b)\s*", re.I
+    # "monitor X and alert if ..." is one request: no cut before alert/notify/page
+    r"\s*(?:[,;]|\.(?:\s+|$)|\b(?:and\s+then|and\s+also|then|also|as\s+well\s+as|plus|but|and(?!\s+(?:alert|notify|page)\b))\b)\s*",
+    re.I
 )
 _NEGATION = re.compile(r"\b(don'?t|do\s+not|never|no\s+need\s+to|without|skip|avoid|stop)\b", re.I)
 _FILLER = re.compile(r"^(please|pls|kindly|now|thanks|thank\s+you|ok|okay|for\s+me|quickly|asap)*$", re.I)

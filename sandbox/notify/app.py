@@ -17,7 +17,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
@@ -400,7 +400,13 @@ def create_app(state: SinksState) -> Starlette:
             Route("/inbox", get_inbox, methods=["GET"]),
             Route("/inbox", delete_inbox, methods=["DELETE"]),
             Route("/attempts", get_attempts, methods=["GET"]),
-        ]
+        ],
+        # A sender that goes away mid-request (a crash test does that on purpose) is not an error here.
+        exception_handlers={ClientDisconnect: _client_gone},
     )
     app.state.sinks = state
     return app
+
+
+async def _client_gone(request: Request, exc: Exception) -> Response:
+    return Response(status_code=499)

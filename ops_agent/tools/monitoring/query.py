@@ -28,7 +28,8 @@ Grammar (EBNF; whitespace may separate any two tokens)::
 
 A name followed by "(" is a function call; anywhere else it names a series, so a series may be called
 `count`. `5%` is the number 5, for readability. Limits: 2000 characters, nesting 50 deep, windows up
-to 366 days, names and label values up to 256 characters.
+to 366 days, names and label values up to 256 characters. Alert conditions (alerts/condition.py and
+docs/ALERT_CONDITIONS.md) are this language plus `for`, health, log counts and log anomalies.
 
 Meaning (`evaluate`):
 
@@ -77,10 +78,15 @@ __all__ = [
     "Result",
     "Selector",
     "SeriesSource",
+    "compare",
+    "compute",
     "describe",
     "describe_expr",
     "evaluate",
+    "format_duration",
+    "leaves",
     "parse",
+    "read_leaf",
 ]
 
 MAX_QUERY_LENGTH = 2000
@@ -188,7 +194,11 @@ class Query:
 
     def series(self) -> tuple[Selector, ...]:
         """Every selector the query reads, once each, in the order written."""
-        selectors = (leaf if isinstance(leaf, Selector) else leaf.selector for leaf in _leaves(self.expr))
+        selectors = (
+            leaf if isinstance(leaf, Selector) else leaf.selector
+            for leaf in leaves(self.expr)
+            if isinstance(leaf, Selector | Aggregation)
+        )
         return tuple(dict.fromkeys(selectors))
 
     def __str__(self) -> str:
@@ -464,7 +474,7 @@ class _Parser:
         if tok.kind == "name":
             self.advance()
             if self.at("("):
-                return self.aggregation(tok), 0
+                return self.call(tok), 0
             selector = self.selector(tok)
             if self.at("["):
                 raise self.error(
@@ -488,6 +498,12 @@ class _Parser:
                 self.tok.pos,
             )
         self.advance()
+
+    def call(self, name: _Token) -> Expr:
+        """`name(` was read (the current token is the "("). A subclass may add functions here whose
+        nodes are leaves of their own (alerts/condition.py adds log_count): `leaves` and `compute` treat
+        any node that is not a number or an operator as a leaf, and `describe_expr` prints it with str()."""
+        return self.aggregation(name)
 
     def aggregation(self, name: _Token) -> Aggregation:
         function = name.text
@@ -520,7 +536,7 @@ class _Parser:
         if tok.value == 0:
             raise self.error("a window must be longer than zero", tok.pos)
         if tok.value > MAX_WINDOW_S:
-            raise self.error(f"a window can be at most {_format_duration(MAX_WINDOW_S)}", tok.pos)
+            raise self.error(f"a window can be at most {format_duration(MAX_WINDOW_S)}", tok.pos)
         self.advance()
         self.close("]", opener)
         return tok.value
@@ -608,7 +624,9 @@ def describe_expr(expr: Expr) -> str:
         inner = ", ".join(f"{m.key}{m.op}{_quote(m.value)}" for m in expr.matchers)
         return f"{expr.name}{{{inner}}}"
     if isinstance(expr, Aggregation):
-        return f"{expr.function}({describe_expr(expr.selector)}[{_format_duration(expr.window_s)}])"
+        return f"{expr.function}({describe_expr(expr.selector)}[{format_duration(expr.window_s)}])"
+    if not isinstance(expr, Negate | BinaryOp):
+        return str(expr)  # a leaf added by an extension of the parser (see _Parser.call)
     if isinstance(expr, Negate):
         operand = describe_expr(expr.operand)
         return f"-({operand})" if isinstance(expr.operand, BinaryOp) else f"-{operand}"
@@ -625,7 +643,8 @@ def _quote(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def _format_duration(seconds: int) -> str:
+def format_duration(seconds: int) -> str:
+    """Whole seconds as the language writes them, largest unit first: 5400 -> "1h30m"."""
     parts = []
     for unit, size in _UNITS.items():
         count, seconds = divmod(seconds, size)
@@ -648,35 +667,41 @@ class Result:
         object.__setattr__(self, "no_data", self.value is None)
 
 
-def _leaves(expr: Expr | Comparison) -> list[Selector | Aggregation]:
-    if isinstance(expr, Selector | Aggregation):
-        return [expr]
+def leaves(expr: Expr | Comparison) -> list[Expr]:
+    """The nodes whose values are read rather than computed (selectors, aggregations and any leaf an
+    extension adds), in the order written, repeats included."""
     if isinstance(expr, Number):
         return []
     if isinstance(expr, Negate):
-        return _leaves(expr.operand)
-    return _leaves(expr.left) + _leaves(expr.right)
+        return leaves(expr.operand)
+    if isinstance(expr, BinaryOp | Comparison):
+        return leaves(expr.left) + leaves(expr.right)
+    return [expr]
 
 
 async def evaluate(query: Query, source: SeriesSource, now: float) -> Result:
     """The query's value at `now` (epoch seconds). Each distinct read is made once, all at the same time;
     an error from the source propagates unchanged."""
-    leaves = list(dict.fromkeys(_leaves(query.expr)))
-    fetched = await asyncio.gather(*(_read(leaf, source, now) for leaf in leaves), return_exceptions=True)
+    reads = list(dict.fromkeys(leaves(query.expr)))
+    fetched = await asyncio.gather(
+        *(read_leaf(leaf, source, now) for leaf in reads),  # type: ignore[arg-type]
+        return_exceptions=True,
+    )
     for outcome in fetched:
         if isinstance(outcome, BaseException):
             raise outcome
-    values: dict[Selector | Aggregation, float | None] = dict(zip(leaves, fetched, strict=True))  # type: ignore
+    values: dict[Expr, float | None] = dict(zip(reads, fetched, strict=True))  # type: ignore
     expr = query.expr
     if isinstance(expr, Comparison):
-        left, right = _compute(expr.left, values), _compute(expr.right, values)
+        left, right = compute(expr.left, values), compute(expr.right, values)
         if left is None or right is None:
             return Result(None)
-        return Result(_compare(expr.op, left, right))
-    return Result(_compute(expr, values))
+        return Result(compare(expr.op, left, right))
+    return Result(compute(expr, values))
 
 
-def _compare(op: str, left: float, right: float) -> bool:
+def compare(op: str, left: float, right: float) -> bool:
+    """`left op right` for one of the six comparison operators."""
     if op == ">":
         return left > right
     if op == ">=":
@@ -690,15 +715,16 @@ def _compare(op: str, left: float, right: float) -> bool:
     return left != right
 
 
-def _compute(expr: Expr, values: Mapping[Selector | Aggregation, float | None]) -> float | None:
+def compute(expr: Expr, values: Mapping[Expr, float | None]) -> float | None:
+    """The value of `expr` given the values already read for its leaves (see `leaves`); None is no data."""
     if isinstance(expr, Number):
         return expr.value
-    if isinstance(expr, Selector | Aggregation):
+    if not isinstance(expr, Negate | BinaryOp):
         return values[expr]
     if isinstance(expr, Negate):
-        operand = _compute(expr.operand, values)
+        operand = compute(expr.operand, values)
         return None if operand is None else -operand
-    left, right = _compute(expr.left, values), _compute(expr.right, values)
+    left, right = compute(expr.left, values), compute(expr.right, values)
     if left is None or right is None:
         return None
     if expr.op == "+":
@@ -720,7 +746,8 @@ def _kept(labels: Labels, selector: Selector) -> bool:
     return all(present.get(m.key) != m.value for m in selector.matchers if m.op == "!=")
 
 
-async def _read(leaf: Selector | Aggregation, source: SeriesSource, now: float) -> float | None:
+async def read_leaf(leaf: Selector | Aggregation, source: SeriesSource, now: float) -> float | None:
+    """The value of one selector or aggregation at `now`, or None for no data."""
     if isinstance(leaf, Selector):
         latest = await source.latest(leaf.name, leaf.equals)
         values = [p.value for labels, p in latest.items() if _kept(labels, leaf) and math.isfinite(p.value)]

@@ -1,0 +1,102 @@
+"""Alerts in the running agent: a rule made through the gate, a breach in the live series, the page at the
+real sinks (Slack emulator, Mailtrap emulator, signed-webhook receiver), acknowledgement, resolution, and a
+remediation run as a governed task."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ops_agent.config import load_settings
+from ops_agent.errors import ToolRetry
+from ops_agent.services import Services, open_services
+from sandbox.notify import NotifySinks, SinksConfig
+
+
+@pytest.fixture(scope="module")
+def sinks() -> Iterator[NotifySinks]:
+    with NotifySinks(SinksConfig(slack_rate_per_s=None)) as running:
+        yield running
+
+
+@pytest.fixture
+async def agent(tmp_path: Path, sinks: NotifySinks) -> AsyncIterator[Services]:
+    sinks.clear(reset_dedup=True)
+    config = {
+        "storage": {"path": str(tmp_path / "ops.db")},
+        "alerts": {"interval_s": 3600, "escalate_after_s": 60},  # cycles are driven by the test
+        "notify": {
+            "mailtrap_token": sinks.mailtrap_token, "mailtrap_api_url": sinks.mailtrap_url,
+            "slack_webhook_url": sinks.slack_url, "email_recipients": ["oncall@example.com"],
+            "webhooks": {"pager": {"url": sinks.hook_url("pager"), "secret": sinks.webhook_secret}},
+            "webhook_allow_hosts": ["127.0.0.1"], "backoff_s": 0.05, "max_backoff_s": 0.2, "rate_limit_s": {},
+            "poll_interval_s": 0.05,
+        },
+    }
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    async with open_services(load_settings(tmp_path / "config.yaml", environ={})) as services:
+        yield services
+
+
+async def call(services: Services, tool: str, **arguments):
+    return await services.registry.invoke(services.identity, tool, arguments)
+
+
+async def test_a_breach_pages_every_channel_of_its_priority_once_and_resolves(agent, sinks):
+    await call(agent, "record_metric", name="error_rate", value=1.0)
+    rule = await call(agent, "create_alert_rule", name="high_error_rate", condition="error_rate > 5%",
+                      severity="critical", channels=["email", "slack"])
+    assert rule.severity == "critical"
+    await call(agent, "record_metric", name="error_rate", value=12.0)
+    evaluator = agent.alerts.evaluator
+    await evaluator.cycle(time.time())
+    await evaluator.cycle(time.time())  # still firing: deduplicated, nothing new
+    await sinks.wait_for(3, timeout_s=10)  # slack + e-mail (Mailtrap) + the pager webhook
+    by_channel = {m.channel: m for m in sinks.messages()}
+    assert set(by_channel) == {"slack", "mailtrap", "webhook"}
+    assert "FIRING high_error_rate" in by_channel["slack"].payload["text"]
+    assert by_channel["webhook"].verified and not by_channel["webhook"].duplicate
+    [alert] = (await call(agent, "get_active_alerts")).alerts
+    assert alert.state == "firing" and alert.notifications == 1
+
+    acked = await call(agent, "acknowledge_alert", alert_id=alert.id)
+    assert acked.acknowledged_by == agent.settings.governance.agent_name
+    await call(agent, "record_metric", name="error_rate", value=0.5)
+    await evaluator.cycle(time.time())
+    await sinks.wait_for(6, timeout_s=10)
+    assert sum("RESOLVED high_error_rate" in str(m.payload) for m in sinks.messages()) == 3
+    assert (await call(agent, "get_active_alerts")).alerts == []
+    events = [e.event for e in reversed((await call(agent, "get_alert_history", rule="high_error_rate")).events)]
+    assert events == ["pending", "firing", "acknowledged", "resolved"]
+    audit = {r["tool"] for r in await agent.gate.audit.recent(50)}
+    assert {"create_alert_rule", "acknowledge_alert", "get_alert_history"} <= audit
+
+
+async def test_rules_are_checked_when_created(agent):
+    with pytest.raises(ToolRetry, match="no_such_metric"):
+        await call(agent, "create_alert_rule", name="ghost", condition="no_such_metric > 1")
+    with pytest.raises(ToolRetry, match="channels: 'pagerduty' not configured"):
+        await call(agent, "record_metric", name="m", value=1.0)
+        await call(agent, "create_alert_rule", name="x", condition="m > 1", channels=["pagerduty"])
+
+
+async def test_a_remediation_runs_through_the_gate_and_recovery_is_recorded(agent, sinks):
+    await call(agent, "record_metric", name="queue_depth", value=900.0)
+    await call(agent, "create_alert_rule", name="deep_queue", condition="queue_depth > 100", severity="low",
+               remediation={"action": "task", "task": "show system metrics"})
+    evaluator = agent.alerts.evaluator
+    await evaluator.cycle(time.time())
+    await evaluator.settle()
+    await call(agent, "record_metric", name="queue_depth", value=3.0)
+    await evaluator.cycle(time.time())
+    events = {e.event: e for e in (await call(agent, "get_alert_history", rule="deep_queue")).events}
+    assert events["remediation_done"].detail["ok"] is True
+    assert events["recovered"].detail["human_needed"] is False
+    stats = await call(agent, "get_remediation_stats")
+    assert stats.remediated == 1 and stats.auto_fix_rate == 1.0 and stats.mttr_s is not None
+    tasks = [r for r in await agent.gate.audit.recent(50) if r["tool"] == "execute_task"]
+    assert tasks and tasks[0]["via"] == "alerts"  # the remediation passed the gate as a call of its own
