@@ -212,3 +212,31 @@ def test_log_phrasings(planner, task, expected):
     plan = planner.plan(task, FACTS)
     assert [(c.tool, c.arguments) for c in plan.calls] == expected
     assert plan.not_understood == []
+
+
+@pytest.mark.parametrize(
+    ("task", "expected"),
+    [
+        ("alert me if error_rate is above 5%",
+         [("create_alert_rule", {"name": "error_rate_alert", "condition": "error_rate > 5%", "severity": "high"})]),
+        ("Monitor API error rate and alert if >5%",  # the seed's task; api is a configured service here
+         [("create_alert_rule", {"name": "api_error_rate_alert", "condition": 'error_rate{service="api"} > 5%',
+                                 "severity": "high"})]),
+        ("monitor the queue depth and alert if above 1000",
+         [("create_alert_rule", {"name": "queue_depth_alert", "condition": "queue_depth > 1000", "severity": "high"})]),
+        ("monitor the api latency and page us when p95 > 500",
+         [("create_alert_rule", {"name": "p95_alert", "condition": "p95 > 500", "severity": "high"})]),
+        ("show active alerts", [("get_active_alerts", {})]),
+        ('search the logs for "connection refused"', [("search_logs", {"time_range": "1h", "query": '"connection refused"'})]),
+        ("any alerts?", [("get_active_alerts", {})]),
+        ("show the alert history", [("get_alert_history", {})]),
+        ("list alert rules", [("list_alert_rules", {})]),
+        ("what's the auto-fix rate", [("get_remediation_stats", {})]),
+        ('notify the team on slack "deploy finished"',
+         [("send_notification", {"channels": ["slack"], "message": "deploy finished"})]),
+    ],
+)
+def test_alert_and_notification_phrasings(planner, task, expected):
+    plan = planner.plan(task, FACTS)
+    assert [(c.tool, c.arguments) for c in plan.calls] == expected
+    assert plan.not_understood == []

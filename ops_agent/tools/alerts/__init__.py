@@ -122,8 +122,8 @@ _ALERT_WHEN = re.compile(
 )
 _SEVERITY_WORD = re.compile(r"(?i)\b(critical|high|medium|low)\b")
 _PHRASE_TO_CONDITION = [
-    (re.compile(r"(?i)\b(?:is|goes|gets)\s+(?:above|over|higher than|more than|greater than|>)\s*"), " > "),
-    (re.compile(r"(?i)\b(?:is|goes|drops|falls)\s+(?:below|under|lower than|less than|<)\s*"), " < "),
+    (re.compile(r"(?i)(?:\b(?:is|goes|gets|rises)\s+)?\b(?:above|over|exceeds?|higher than|more than|greater than)\s*"), " > "),
+    (re.compile(r"(?i)(?:\b(?:is|goes|drops|falls)\s+)?\b(?:below|under|lower than|less than)\s*"), " < "),
     (re.compile(r"(?i)\bthe\s+"), ""),
 ]
 
@@ -144,8 +144,11 @@ def _rule_arguments(clause: str, facts: Mapping[str, Any]) -> list[dict[str, Any
         if subject is None:
             return "say what to compare, e.g. alert me if error_rate > 5%"
         condition = f"{_series_for(subject.group(1), facts)} {condition}"
-    condition = re.sub(r"\s+", " ", condition)
-    name = re.sub(r"[^A-Za-z0-9]+", "_", condition.split()[0]).strip("_")[:60] or "rule"
+    condition = re.sub(r"\s*(>=|<=|==|!=|>|<)\s*", r" \1 ", condition, count=1)
+    condition = re.sub(r"\s+", " ", condition).strip()
+    series = re.match(r"[A-Za-z_][\w:.]*", condition)
+    service = re.search(r'service="([^"]+)"', condition)
+    name = "_".join(filter(None, [service.group(1) if service else "", series.group(0) if series else "rule"]))[:60]
     severity = _SEVERITY_WORD.search(clause.replace(match.group(1), ""))
     return [{"name": f"{name}_alert", "condition": condition, "severity": severity.group(1).lower() if severity else "high"}]
 
