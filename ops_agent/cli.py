@@ -59,9 +59,11 @@ def _settings(config: Path | None, quiet: bool = False) -> Settings:
     return settings
 
 
-def _with_services(settings: Settings, work: Callable[[Services], Awaitable[T]]) -> T:
+def _with_services(settings: Settings, work: Callable[[Services], Awaitable[T]], *, background: bool = False) -> T:
+    """Run `work` with the services open; background work (evaluator, delivery, followers) only for `serve`."""
+
     async def run() -> T:
-        async with open_services(settings) as services:
+        async with open_services(settings, background=background) as services:
             return await work(services)
 
     try:
@@ -175,7 +177,7 @@ def serve(
     overrides = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
     if overrides:
         settings = settings.model_copy(update={"mcp": settings.mcp.model_copy(update=overrides)})
-    _with_services(settings, serve_stdio if transport == "stdio" else serve_http)
+    _with_services(settings, serve_stdio if transport == "stdio" else serve_http, background=True)
 
 
 @app.command()
@@ -608,7 +610,7 @@ def alerts_resolve(alert_id: Annotated[str, typer.Argument(help="From `ops-agent
 
 @alerts_app.command("silence")
 def alerts_silence(
-    matcher: Annotated[list[str], typer.Argument(help="KEY=VALUE: rule=NAME (* allowed), severity=LEVEL, or a label.")],
+    matcher: Annotated[list[str], typer.Argument(help="KEY=VALUE: rule=NAME (* allowed) and/or severity=LEVEL.")],
     duration: Annotated[str, typer.Option("--for", help="How long, e.g. 30m, 2h, 1d.")] = "1h",
     comment: Annotated[str, typer.Option(help="Why.")] = "",
     config: ConfigOption = None,

@@ -11,6 +11,8 @@ feeds the redactor that scrubs logs, audit records and error messages.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import os
 import re
 from pathlib import Path
@@ -196,11 +198,24 @@ class LogSettings(_Section):
     )
 
 
+def _signing_secret(secret: SecretStr | None) -> SecretStr | None:
+    """A Standard Webhooks secret is whsec_<base64>: refused at load time rather than at every send."""
+    if secret is not None:
+        encoded = secret.get_secret_value().removeprefix("whsec_")
+        try:
+            base64.b64decode(encoded, validate=True)
+        except (binascii.Error, ValueError):
+            raise ValueError("must be whsec_ followed by base64 (the secret itself is not shown)") from None
+    return secret
+
+
 class NotifyWebhook(_Section):
     """One named outgoing webhook, signed per Standard Webhooks."""
 
     url: SecretStr = Field(description="Endpoint URL (a secret: webhook paths often carry a token).")
     secret: SecretStr | None = Field(None, description="Signing secret, whsec_<base64>; none = unsigned.")
+
+    _secret = field_validator("secret")(classmethod(lambda cls, v: _signing_secret(v)))
 
 
 class AlertSettings(_Section):
@@ -257,6 +272,7 @@ class NotifySettings(_Section):
     webhook_secret: SecretStr | None = Field(
         None, description="Signing secret (whsec_...) for webhooks sent to an ad-hoc URL."
     )
+    _webhook_secret = field_validator("webhook_secret")(classmethod(lambda cls, v: _signing_secret(v)))
     webhook_allow_hosts: list[str] = Field(
         default_factory=list,
         description="Hosts, addresses or networks a webhook may reach over http or at a private address.",
@@ -265,9 +281,11 @@ class NotifySettings(_Section):
         default_factory=lambda: {"slack": 1.0},
         description="Channel -> minimum seconds between two messages on it (Slack allows about 1/s).",
     )
-    max_attempts: int = Field(8, ge=1, le=50, description="Attempts per delivery before it is marked failed.")
+    max_attempts: int = Field(
+        16, ge=1, le=50, description="Attempts per delivery before it is marked failed (16: about 2 h of retries)."
+    )
     backoff_s: float = Field(1.0, gt=0, description="First retry delay; doubles each attempt, with jitter.")
-    max_backoff_s: float = Field(300.0, gt=0, description="Cap of the retry delay.")
+    max_backoff_s: float = Field(900.0, gt=0, description="Cap of the retry delay.")
     max_retry_after_s: float = Field(3600.0, gt=0, description="Cap on a server's Retry-After.")
     timeout_s: float = Field(15.0, gt=0, le=300, description="Timeout of one delivery request.")
     fallback_order: list[str] = Field(

@@ -12,11 +12,11 @@ import logging
 import sqlite3
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import httpx2
 
@@ -58,6 +58,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Services", "configure_logging", "open_services"]
 
+Spawn = Callable[[Coroutine[Any, Any, None], str], None]  # start a background task (or not: see open_services)
 log = logging.getLogger("ops_agent.governance")
 logs_log = logging.getLogger("ops_agent.logs")
 USER_AGENT = "ops-agent/0.1"
@@ -120,8 +121,17 @@ async def open_services(
     anthropic_client: anthropic.AsyncAnthropic | None = None,
     http: httpx2.AsyncClient | None = None,
     enable_monitoring: bool = True,
+    background: bool = True,
 ) -> AsyncIterator[Services]:
+    """`background=False` for one-shot commands: no sampler, file followers, delivery worker or alert
+    evaluator, so a CLI command beside a running server does not deliver, recover or evaluate twice."""
     async with AsyncExitStack() as stack:
+        def spawn(coroutine: Coroutine[Any, Any, None], name: str) -> None:
+            if background:
+                stack.push_async_callback(_cancel, asyncio.create_task(coroutine, name=name))
+            else:
+                coroutine.close()
+
         redactor = Redactor(settings.secret_values())
         if http is None:
             http = httpx2.AsyncClient(follow_redirects=False, timeout=10.0, headers={"user-agent": USER_AGENT})
@@ -145,19 +155,19 @@ async def open_services(
         if enable_monitoring:
             for spec in monitoring_specs(monitoring, custom_metrics):
                 registry.register(spec)
-            stack.push_async_callback(_cancel, asyncio.create_task(monitoring.run(), name="monitoring"))
+            spawn(monitoring.run(), "monitoring")
         history = SqliteDeploymentHistory(db)
         await history.migrate()
         deployment = DeploymentTool(_vercel_client(settings, http), history, settings.vercel)
         for spec in deployment_specs(deployment, settings.vercel):
             registry.register(spec)
-        logs = await _open_logs(settings, redactor, series, deployment, degraded_reason, stack)
+        logs = await _open_logs(settings, redactor, series, deployment, degraded_reason, stack, spawn)
         for spec in log_specs(logs, VercelLogPuller(lambda: deployment.client), settings.vercel.default_project):
             registry.register(spec)
-        notify = await _open_notify(settings, redactor, db, http, stack)
+        notify = await _open_notify(settings, redactor, db, http, stack, spawn)
         for spec in notify_specs(notify):
             registry.register(spec)
-        alerts = await _open_alerts(settings, db, series, monitoring, logs, notify, registry, redactor, stack)
+        alerts = await _open_alerts(settings, db, series, monitoring, logs, notify, registry, redactor, stack, spawn)
         planner = _planner(settings, registry, gate, anthropic_client, stack)
         facts = {
             "services": [service.name for service in settings.services],
@@ -195,6 +205,7 @@ async def _open_logs(
     deployment: DeploymentTool,
     degraded_reason: str | None,
     stack: AsyncExitStack,
+    spawn: Spawn,
 ) -> LogAnalysisTool:
     """The log index (its own SQLite file, or PostgreSQL), its collector and the background collection."""
     config = settings.logs
@@ -225,7 +236,7 @@ async def _open_logs(
         store, collector, signatures=load_signatures(config.signatures_file), deployments=deployments_since,
         metrics=metrics,
     )
-    stack.push_async_callback(_cancel, asyncio.create_task(_maintain_logs(store, metrics, config), name="logs"))
+    spawn(_maintain_logs(store, metrics, config), "logs")
     # Offsets beside the main database (also when the index is in PostgreSQL): a restart resumes the files.
     offsets = None if degraded_reason else OffsetFile(settings.storage.path.with_name("log-file-offsets.json"))
     saved = offsets.load() if offsets else {}
@@ -234,19 +245,23 @@ async def _open_logs(
             [source.path], start_at_end=source.start_at_end, offsets=saved, poll_interval_s=config.poll_interval_s
         )
         stack.callback(follower.close)  # runs after the task below is cancelled: LIFO
-        work = collector.follow_files(follower, {source.path: source.service}, offsets)
-        stack.push_async_callback(_cancel, asyncio.create_task(work, name="logs:files"))
+        spawn(collector.follow_files(follower, {source.path: source.service}, offsets), "logs:files")
     return tool
 
 
 async def _open_notify(
-    settings: Settings, redactor: Redactor, db: SqliteDatabase, http: httpx2.AsyncClient, stack: AsyncExitStack
+    settings: Settings,
+    redactor: Redactor,
+    db: SqliteDatabase,
+    http: httpx2.AsyncClient,
+    stack: AsyncExitStack,
+    spawn: Spawn,
 ) -> NotificationService:
     """The notification service over a durable outbox, with its delivery worker running."""
     outbox = SqliteOutbox(db)
     await outbox.migrate()
     notify = NotificationService(settings=settings.notify, http=http, outbox=outbox, redactor=redactor)
-    stack.push_async_callback(_cancel, asyncio.create_task(notify.run(), name="notify"))
+    spawn(notify.run(), "notify")
     stack.push_async_callback(notify.stop)  # runs first: in-flight sends finish, nothing is left in doubt
     return notify
 
@@ -261,6 +276,7 @@ async def _open_alerts(
     registry: ToolRegistry,
     redactor: Redactor,
     stack: AsyncExitStack,
+    spawn: Spawn,
 ) -> AlertManagementTool:
     """Rules, the evaluator on its interval, and remediation through the registry (so through the gate)."""
     config = settings.alerts
@@ -281,7 +297,7 @@ async def _open_alerts(
     for spec in alert_specs(tool):
         registry.register(spec)
     stack.push_async_callback(evaluator.settle)
-    stack.push_async_callback(_cancel, asyncio.create_task(evaluator.run(config.interval_s), name="alerts"))
+    spawn(evaluator.run(config.interval_s), "alerts")
     return tool
 
 

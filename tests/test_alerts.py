@@ -227,3 +227,94 @@ async def test_creating_a_rule_checks_everything_it_can_now(bench):
     await bench.tool.delete_alert_rule("x")
     with pytest.raises(ToolRetry, match="no rule called 'x'"):
         await bench.tool.delete_alert_rule("x")
+
+
+async def test_an_alert_that_fired_under_a_silence_is_sent_when_the_silence_ends(bench):
+    silence = await bench.tool.silence({"rule": "deep"}, "1h")
+    await bench.point("q1", 500)
+    await bench.tool.create_alert_rule("deep", "q1 > 100", "high")
+    await bench.cycle()
+    assert bench.notifier.sent == []
+    await bench.tool.expire_silence(silence.id)
+    bench.clock.now += 5
+    await bench.point("q1", 500)
+    await bench.cycle()
+    assert [s.subject for s in bench.notifier.sent] == ["[HIGH] FIRING deep: q1 = 500 > 100"]
+
+
+async def test_an_acknowledgement_made_during_a_cycle_is_kept(bench):
+    await bench.point("q1", 500)
+    await bench.tool.create_alert_rule("deep", "q1 > 100", "high", repeat_interval="1s")
+    [alert] = await bench.cycle()
+    bench.clock.now += 5
+    await bench.point("q1", 500)
+    active = {a.fingerprint: a for a in await bench.evaluator.store.active_alerts()}  # what a cycle reads first
+    await bench.tool.acknowledge_alert(alert.id, by="oncall")  # ... someone acknowledges meanwhile ...
+    changed = await bench.evaluator._judge(
+        (await bench.tool.list_alert_rules())[0], active[alert.fingerprint], bench.clock.now, [], {}
+    )
+    await bench.evaluator._save(changed)  # ... and the cycle saves its view
+    stored = await bench.evaluator.store.alert(alert.id)
+    assert stored.acknowledged_by == "oncall"
+
+
+async def test_a_failed_hand_over_is_retried_next_cycle(bench):
+    class Flaky:
+        def __init__(self, inner):
+            self.inner, self.failures = inner, 1
+
+        async def notify(self, channels, **kwargs):
+            if self.failures:
+                self.failures -= 1
+                raise OSError("database is locked")
+            await self.inner.notify(channels, **kwargs)
+
+    bench.evaluator.notifier = Flaky(bench.notifier)
+    await bench.point("q1", 500)
+    await bench.tool.create_alert_rule("deep", "q1 > 100", "high")
+    [alert] = await bench.cycle()
+    assert alert.notifications == 0 and bench.notifier.sent == []
+    bench.clock.now += 5
+    await bench.point("q1", 500)
+    await bench.cycle()
+    assert [s.subject for s in bench.notifier.sent] == ["[HIGH] FIRING deep: q1 = 500 > 100"]
+
+
+async def test_deleting_or_disabling_a_rule_closes_its_alert_and_severity_follows_the_rule(bench):
+    for name in ("r3", "r4", "r5"):
+        await bench.point(f"m_{name}", 99)
+        await bench.tool.create_alert_rule(name, f"m_{name} > 90", "low")
+    await bench.cycle()
+    await bench.tool.delete_alert_rule("r3")
+    await bench.tool.update_alert_rule("r4", enabled=False)
+    await bench.tool.update_alert_rule("r5", severity="critical")
+    active = await bench.tool.get_active_alerts()
+    assert [(a.rule_name, a.severity) for a in active] == [("r5", "critical")]
+    closed = [e.detail["reason"] for e in await bench.tool.history() if e.event == "closed"]
+    assert sorted(closed) == ["rule deleted", "rule disabled"]
+    with pytest.raises(ToolRetry, match="can match nothing"):
+        await bench.tool.silence({"team": "db"}, "1h")
+
+
+async def test_a_remediation_that_ends_after_the_recovery_is_counted_as_automatic(bench):
+    import asyncio
+
+    release = asyncio.Event()
+
+    async def slow(rule, alert):
+        await release.wait()
+        return True, "rolled back"
+
+    bench.evaluator.remediate = slow
+    await bench.point("api_5xx", 50)
+    await bench.tool.create_alert_rule("api_broken", "api_5xx > 10", "critical",
+                                       remediation=Remediation(action="rollback"))
+    await bench.cycle()
+    bench.clock.now += 30
+    await bench.point("api_5xx", 0)
+    await bench.cycle()  # recovered while the remediation still runs
+    release.set()
+    await bench.evaluator.settle()
+    stats = await bench.tool.remediation_stats()
+    assert stats["auto_fix_rate"] == 1.0 and stats["mttr_s"] == 30.0
+    assert bench.evaluator._outcomes == {}

@@ -67,7 +67,7 @@ class AlertIdInput(ToolInput):
 class SilenceInput(ToolInput):
     matchers: dict[str, str] = Field(
         min_length=1, max_length=8,
-        description='All must match: "rule" (a name, * allowed), "severity", or a label, e.g. {"rule": "disk_*"}.',
+        description='All must match: "rule" (a name, * allowed) and/or "severity", e.g. {"rule": "disk_*"}.',
     )
     duration: str = Field(max_length=10, description="How long, e.g. 30m, 2h, 1d.")
     comment: str = Field("", max_length=500)

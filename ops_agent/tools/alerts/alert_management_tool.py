@@ -85,12 +85,28 @@ class AlertManagementTool:
             repeat_interval=repeat_interval, remediation=remediation if remediation is not None else rule.remediation,
         )
         await self.store.save_rule(rule)
+        for alert in await self._alerts_of(rule):
+            if not rule.enabled:
+                await self._close(alert, "rule disabled")
+            elif alert.severity != rule.severity:  # its priority follows the rule (filters, routing, escalation)
+                alert.severity = rule.severity
+                await self.store.save_alert(alert)
         return rule
 
     async def delete_alert_rule(self, name: str) -> AlertRule:
         rule = await self._rule(name)
         await self.store.delete_rule(rule.id)
+        for alert in await self._alerts_of(rule):  # nothing would ever evaluate them again
+            await self._close(alert, "rule deleted")
         return rule
+
+    async def _alerts_of(self, rule: AlertRule) -> list[Alert]:
+        return [a for a in await self.store.active_alerts() if a.rule_id == rule.id]
+
+    async def _close(self, alert: Alert, reason: str) -> None:
+        alert.state, alert.resolved_at = "resolved", self.clock()
+        await self.store.save_alert(alert)
+        await self.store.record(alert.id, alert.rule_name, alert.resolved_at, "closed", {"reason": reason})
 
     async def list_alert_rules(self) -> list[AlertRule]:
         return await self.store.rules()
@@ -167,6 +183,8 @@ class AlertManagementTool:
     ) -> Silence:
         if not matchers:
             raise ToolRetry("matchers: give at least one, e.g. {\"rule\": \"high_error_rate\"} or {\"severity\": \"low\"}")
+        if unknown := sorted(set(matchers) - {"rule", "severity"}):
+            raise ToolRetry(f"matchers: {', '.join(unknown)} can match nothing; use rule (a name, * allowed) or severity")
         now = self.clock()
         silence = Silence(
             id=uuid.uuid4().hex[:12], matchers=dict(matchers), starts_at=now,

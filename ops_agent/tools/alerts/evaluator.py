@@ -69,6 +69,7 @@ class _Outgoing:
     lines: list[str] = field(default_factory=list)
     keys: list[str] = field(default_factory=list)
     names: list[str] = field(default_factory=list)
+    alerts: list[tuple[Alert, float | None]] = field(default_factory=list)  # with their last_notified_at before
 
 
 class AlertEvaluator:
@@ -110,7 +111,11 @@ class AlertEvaluator:
             await asyncio.gather(*self._remediations, return_exceptions=True)
 
     async def cycle(self, now: float) -> list[Alert]:
-        """One evaluation of every enabled rule; returns the alerts that changed."""
+        """One evaluation of every enabled rule; returns the alerts that changed.
+
+        Messages are handed to the outbox before the alerts that sent them are saved: a failed hand-over
+        leaves the alert unsent, to be sent next cycle, and a crash in between resends under the same key,
+        which the outbox takes once."""
         active = {alert.fingerprint: alert for alert in await self.store.active_alerts()}
         silences = await self.store.silences(now=now)
         outgoing: dict[tuple[tuple[str, ...], str], _Outgoing] = {}
@@ -121,10 +126,25 @@ class AlertEvaluator:
             alert = await self._judge(rule, active.get(_fingerprint(rule)), now, silences, outgoing)
             if alert is not None:
                 changed.append(alert)
-                await self.store.save_alert(alert)
         for message in outgoing.values():
-            await self._send(message)
+            if not await self._send(message):
+                for alert, previous in message.alerts:
+                    alert.notifications -= 1
+                    alert.last_notified_at = previous
+        for alert in changed:
+            await self._save(alert)
         return changed
+
+    async def _save(self, alert: Alert) -> None:
+        """Save the cycle's view of an alert, keeping what people did meanwhile (an acknowledgement, a
+        resolution by hand): the cycle read the alert before it spent its time evaluating."""
+        stored = await self.store.alert(alert.id)
+        if stored is not None:
+            if stored.acknowledged_at is not None and alert.acknowledged_at is None:
+                alert.acknowledged_by, alert.acknowledged_at = stored.acknowledged_by, stored.acknowledged_at
+            if stored.state == "resolved" and alert.state != "resolved":
+                return  # resolved by hand while the cycle ran: that stands
+        await self.store.save_alert(alert)
 
     async def _judge(
         self,
@@ -153,11 +173,8 @@ class AlertEvaluator:
                 return alert
             alert.state, alert.resolved_at, alert.value, alert.summary = "resolved", now, result.value, result.summary
             await self._record(alert, now, "resolved", summary=result.summary, firing_s=round(now - (alert.fired_at or now), 3))
-            if alert.remediation is not None:
-                await self._record(
-                    alert, now, "recovered", time_to_recover_s=round(now - (alert.fired_at or now), 3),
-                    human_needed=alert.acknowledged_at is not None or not alert.remediation.startswith("succeeded"),
-                )
+            if alert.remediation is not None and alert.remediation != "running":
+                await self._record_recovery(alert)  # still running: the remediation records it when done
             if alert.notifications and not alert.silenced:
                 self._queue(outgoing, rule, alert, f"RESOLVED {rule.name}: {result.summary}", "resolved")
             return alert
@@ -185,6 +202,9 @@ class AlertEvaluator:
         # firing, still holding: repeat and escalate while nobody has acknowledged it
         alert.silenced = silenced
         if silenced or alert.acknowledged_at is not None:
+            return alert
+        if alert.notifications == 0:  # it began firing under a silence that has ended: send it now
+            self._queue(outgoing, rule, alert, f"FIRING {rule.name}: {result.summary}", "firing")
             return alert
         repeat_s = rule.repeat_interval_s or self.policy.repeat_interval_s.get(rule.severity, 3600.0)
         if alert.last_notified_at is not None and now - alert.last_notified_at >= repeat_s:
@@ -228,10 +248,11 @@ class AlertEvaluator:
         message.lines.append(line)
         message.keys.append(f"{alert.id}:{kind}:{alert.notifications}")
         message.names.append(rule.name)
+        message.alerts.append((alert, alert.last_notified_at))
         alert.notifications += 1
         alert.last_notified_at = self.clock()
 
-    async def _send(self, message: _Outgoing) -> None:
+    async def _send(self, message: _Outgoing) -> bool:
         count = len(message.lines)
         subject = f"[{message.priority.upper()}] " + (
             message.lines[0] if count == 1 else f"{count} alerts: {', '.join(dict.fromkeys(message.names))}"
@@ -243,7 +264,10 @@ class AlertEvaluator:
                 priority=message.priority, key=key,
             )
         except Exception:
-            log.exception("could not hand %d alert notification(s) to %s", count, ", ".join(message.channels))
+            log.exception("could not hand %d alert notification(s) to %s; next cycle retries", count,
+                          ", ".join(message.channels))
+            return False
+        return True
 
     def _start_remediation(self, rule: AlertRule, alert: Alert) -> None:
         assert self.remediate is not None and rule.remediation is not None
@@ -256,14 +280,28 @@ class AlertEvaluator:
                 ok, outcome = await self.remediate(rule, alert)
             except Exception as exc:  # a refusal by the gate lands here too: recorded, never raised
                 ok, outcome = False, f"{type(exc).__name__}: {getattr(exc, 'public_message', 'failed')}"
-            # The cycle owns the alert row (it may be saving it right now): hand the outcome over.
-            self._outcomes[alert.id] = f"{'succeeded' if ok else 'failed'}: {outcome}"
+            result = f"{'succeeded' if ok else 'failed'}: {outcome}"
             await self._record(alert, self.clock(), "remediation_done", ok=ok, outcome=outcome,
                                duration_s=round(self.clock() - started, 3))
+            stored = await self.store.alert(alert.id)
+            if stored is not None and stored.state == "resolved":  # it recovered while the remediation ran
+                stored.remediation = result
+                await self.store.save_alert(stored)
+                await self._record_recovery(stored)
+            else:  # still active: the cycle owns the row (it may be saving it right now), so hand it over
+                self._outcomes[alert.id] = result
 
         task = asyncio.create_task(remediate(), name=f"remediate:{rule.name}")
         self._remediations.add(task)
         task.add_done_callback(self._remediations.discard)
+
+    async def _record_recovery(self, alert: Alert) -> None:
+        assert alert.remediation is not None and alert.resolved_at is not None
+        await self._record(
+            alert, alert.resolved_at, "recovered",
+            time_to_recover_s=round(alert.resolved_at - (alert.fired_at or alert.resolved_at), 3),
+            human_needed=alert.acknowledged_at is not None or not alert.remediation.startswith("succeeded"),
+        )
 
     async def _record(self, alert: Alert, at: float, event: str, **detail: Any) -> None:
         await self.store.record(alert.id, alert.rule_name, at, event, detail)

@@ -160,6 +160,11 @@ def check_webhook_url(url: str, allow_hosts: Iterable[str] = ()) -> ParsedUrl:
     host = (parts.hostname or "").rstrip(".")
     if not host:
         raise _refuse("no host")
+    if not host.isascii():  # the Host header and SNI must carry the ASCII (punycode) form
+        try:
+            host = host.encode("idna").decode("ascii")
+        except UnicodeError:
+            raise _refuse("the host is not a valid internationalised domain name") from None
     allow_listed = allow.host(host)
     if scheme != "https" and not allow_listed:
         raise _refuse(f"only https URLs are allowed (host {host} is not allow-listed)")
