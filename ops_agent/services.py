@@ -168,6 +168,7 @@ async def open_services(
         for spec in notify_specs(notify):
             registry.register(spec)
         alerts = await _open_alerts(settings, db, series, monitoring, logs, notify, registry, redactor, stack, spawn)
+        telemetry.alert_counts = alerts.state_counts  # /metrics: ops_agent_alerts{state}
         planner = _planner(settings, registry, gate, anthropic_client, stack)
         facts = {
             "services": [service.name for service in settings.services],

@@ -62,6 +62,8 @@ async def test_a_breach_pages_every_channel_of_its_priority_once_and_resolves(ag
     assert by_channel["webhook"].verified and not by_channel["webhook"].duplicate
     [alert] = (await call(agent, "get_active_alerts")).alerts
     assert alert.state == "firing" and alert.notifications == 1
+    await agent.telemetry.refresh(agent.gate, None, agent.settings.governance.agent_name)
+    assert 'ops_agent_alerts{state="firing"} 1.0' in agent.telemetry.exposition().decode()
 
     acked = await call(agent, "acknowledge_alert", alert_id=alert.id)
     assert acked.acknowledged_by == agent.settings.governance.agent_name

@@ -151,6 +151,14 @@ class AlertManagementTool:
         alerts = await self.store.active_alerts()
         return [a for a in alerts if severity is None or a.severity == _severity(severity)]
 
+    async def state_counts(self) -> dict[str, int]:
+        """Active alerts by state, acknowledged ones apart (for /metrics)."""
+        counts: dict[str, int] = {}
+        for alert in await self.store.active_alerts():
+            state = "acknowledged" if alert.acknowledged_at is not None else alert.state
+            counts[state] = counts.get(state, 0) + 1
+        return counts
+
     async def acknowledge_alert(self, alert_id: str, by: str = "") -> Alert:
         """Stop repeats and escalation of an active alert; it still resolves on its own."""
         alert = await self._active(alert_id)
