@@ -418,6 +418,8 @@ def logs_ingest(
             finally:
                 if stream is not sys.stdin.buffer:
                     stream.close()
+        if services.logs.metrics is not None:  # no background loop in a one-shot command: write them now
+            await services.logs.metrics.flush(float("inf"))
         return total
 
     total = _with_services(settings, work)
