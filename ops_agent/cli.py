@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import sys
@@ -371,9 +372,13 @@ def audit(
     agent: Annotated[Optional[str], typer.Option(help="Only this agent's records.")] = None,
     config: ConfigOption = None,
     as_json: JsonOption = False,
+    verify: Annotated[bool, typer.Option("--verify", help="Check the hash chain instead; exit 1 if broken.")] = False,
 ) -> None:
     """Show the newest audit records: who called what, the gate's decision and the outcome."""
     settings = _settings(config, quiet=True)
+    if verify:
+        _audit_verify(settings, as_json)
+        return
     records = _with_services(settings, lambda services: services.gate.audit.recent(limit, agent))
     if as_json:
         _print_json(records)
@@ -385,6 +390,23 @@ def audit(
             f"{r['duration_ms']:.1f}", r["error"] or "",
         )
     out.print(table)
+
+
+def _audit_verify(settings: Settings, as_json: bool) -> None:
+    """`ops-agent audit --verify`: walk the hash chain; exit 0 if intact, else 1 naming the first bad record."""
+    result = _with_services(settings, lambda services: services.gate.audit.verify())
+    if as_json:
+        _print_json(dataclasses.asdict(result))
+    elif result.ok:
+        out.print(f"audit trail intact: {result.records_checked} records", highlight=False)
+        if result.unchained_records:
+            out.print(f"({result.unchained_records} earlier records predate the chain and were not checked)")
+        if result.head_hash:
+            out.print(f"head hash: {result.head_hash}", highlight=False)
+        if result.note:
+            out.print(result.note, highlight=False)
+    if not result.ok:
+        raise _fail(f"audit trail broken: {result.problem}", 1)
 
 
 logs_app = typer.Typer(help="Collect, search and analyse logs.", no_args_is_help=True)
