@@ -32,6 +32,7 @@ from ops_agent.governance import (
     SqliteReputationStore,
 )
 from ops_agent.governance.audit import AuditLog
+from ops_agent.governance.ledger import CostLedger
 from ops_agent.ooda import Planner, RulePlanner, TaskLoop, execute_task_spec
 from ops_agent.redact import RedactingFilter, Redactor
 from ops_agent.registry import ToolRegistry
@@ -323,16 +324,16 @@ async def _open_governance(
     settings: Settings, redactor: Redactor, db: SqliteDatabase, degraded_reason: str | None, stack: AsyncExitStack
 ) -> GovernanceGate:
     governance = settings.governance
+    limits = BudgetLimits.from_settings(governance.budget)
     common = dict(
         policy=PolicyTable.load(governance.policy),
-        limits=BudgetLimits.from_settings(governance.budget),
+        limits=limits,
         probation_tasks=governance.probation_tasks,
         redactor=redactor,
         reputation=SqliteReputationStore(db),
-        ledger=SqliteCostLedger(db),
+        ledger=await _open_ledger(settings, db, limits, stack),
     )
     await common["reputation"].migrate()
-    await common["ledger"].migrate()
     if degraded_reason is None:
         try:
             audit = SqliteAuditLog(db)
@@ -350,6 +351,26 @@ async def _open_governance(
     # Budgets still hold within this process: in degraded mode `db` is an in-memory database.
     audit_log: AuditLog = LogAuditLog()
     return GovernanceGate(audit=audit_log, degraded_reason=degraded_reason, fail_open=governance.fail_open, **common)
+
+
+async def _open_ledger(
+    settings: Settings, db: SqliteDatabase, limits: BudgetLimits, stack: AsyncExitStack
+) -> CostLedger:
+    """Budgets in Redis when REDIS_URL is set (shared by every worker and machine), else in the store."""
+    if settings.redis.url is None:
+        ledger = SqliteCostLedger(db)
+        await ledger.migrate()
+        return ledger
+    import redis.asyncio
+
+    from ops_agent.governance.redis_ledger import RedisCostLedger
+
+    # Short timeouts: an outage must refuse quickly (degraded mode), not hang every call.
+    client = redis.asyncio.Redis.from_url(
+        settings.redis.url.get_secret_value(), socket_connect_timeout=2.0, socket_timeout=2.0
+    )
+    stack.push_async_callback(client.aclose)
+    return RedisCostLedger(client, limits=limits)
 
 
 async def _open_series(db: SqliteDatabase, degraded_reason: str | None, stack: AsyncExitStack) -> SeriesStore:

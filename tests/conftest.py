@@ -12,6 +12,7 @@ from ops_agent.config import Settings, load_settings
 from ops_agent.governance import Caller
 from ops_agent.services import Services, open_services
 from tests.postgres import postgres_url  # noqa: F401  (one throwaway PostgreSQL server per session)
+from tests.redis_server import redis_server, redis_url  # noqa: F401  (one throwaway redis-server per session)
 
 
 def make_settings(tmp_path: Path, **environ: str) -> Settings:
