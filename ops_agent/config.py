@@ -63,6 +63,14 @@ class GovernanceSettings(_Section):
         False, description="If governance cannot start, run everything unconstrained (the seed's old behaviour)."
     )
     budget: BudgetSettings = BudgetSettings()
+    reputation_backend: Literal["auto", "sqlite", "postgres", "supabase"] = Field(
+        "auto",
+        description="Where agents and reputation live; auto: Supabase when supabase.url and its key are set, "
+        "else PostgreSQL when database_url is set, else the embedded store.",
+    )
+    database_url: SecretStr | None = Field(
+        None, description="postgresql:// URL for agents and reputation (DATABASE_URL)."
+    )
     policy: dict[str, PermissionLevel] = Field(
         default_factory=dict, description="Overrides of the policy table: action -> minimum permission level."
     )
@@ -371,6 +379,7 @@ ENVIRONMENT: dict[str, tuple[str, ...]] = {
     "OPS_AGENT_DB": ("storage", "path"),
     "OPS_AGENT_LOG_LEVEL": ("log_level",),
     "OPS_AGENT_NAME": ("governance", "agent_name"),
+    "DATABASE_URL": ("governance", "database_url"),
     "OPS_AGENT_LOGS_DB": ("logs", "path"),
     "OPS_AGENT_LOGS_DATABASE_URL": ("logs", "database_url"),
     "VERCEL_LOG_DRAIN_SECRET": ("logs", "drain_secret"),

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import httpx2
 
 from ops_agent.config import LogSettings, Settings
+from ops_agent.errors import ConfigError, GovernanceUnavailable
 from ops_agent.governance import (
     BudgetLimits,
     Caller,
@@ -33,6 +34,7 @@ from ops_agent.governance import (
 )
 from ops_agent.governance.audit import AuditLog
 from ops_agent.governance.ledger import CostLedger
+from ops_agent.governance.reputation import ReputationStore
 from ops_agent.ooda import Planner, RulePlanner, TaskLoop, execute_task_spec
 from ops_agent.redact import RedactingFilter, Redactor
 from ops_agent.registry import ToolRegistry
@@ -325,15 +327,20 @@ async def _open_governance(
 ) -> GovernanceGate:
     governance = settings.governance
     limits = BudgetLimits.from_settings(governance.budget)
+    try:
+        reputation = await _open_reputation(settings, db, stack)
+    except GovernanceUnavailable as exc:  # the database is down: start degraded, on the embedded store
+        degraded_reason = degraded_reason or f"reputation store unusable: {exc.public_message}"
+        reputation = SqliteReputationStore(db)
+        await reputation.migrate()
     common = dict(
         policy=PolicyTable.load(governance.policy),
         limits=limits,
         probation_tasks=governance.probation_tasks,
         redactor=redactor,
-        reputation=SqliteReputationStore(db),
+        reputation=reputation,
         ledger=await _open_ledger(settings, db, limits, stack),
     )
-    await common["reputation"].migrate()
     if degraded_reason is None:
         try:
             audit = SqliteAuditLog(db)
@@ -351,6 +358,34 @@ async def _open_governance(
     # Budgets still hold within this process: in degraded mode `db` is an in-memory database.
     audit_log: AuditLog = LogAuditLog()
     return GovernanceGate(audit=audit_log, degraded_reason=degraded_reason, fail_open=governance.fail_open, **common)
+
+
+async def _open_reputation(settings: Settings, db: SqliteDatabase, stack: AsyncExitStack) -> ReputationStore:
+    """Agents and reputation: Supabase, PostgreSQL or the embedded store, as governance.reputation_backend says."""
+    governance, supabase = settings.governance, settings.supabase
+    backend = governance.reputation_backend
+    if backend == "auto":
+        backend = ("supabase" if supabase.url and supabase.service_role_key
+                   else "postgres" if governance.database_url else "sqlite")
+    store: ReputationStore
+    if backend == "supabase":
+        if not (supabase.url and supabase.service_role_key):
+            raise ConfigError("governance.reputation_backend: supabase needs SUPABASE_URL and SUPABASE_SERVICE_ROLE_KEY")
+        from ops_agent.governance.supabase_reputation import SupabaseReputationStore
+
+        store = SupabaseReputationStore(supabase.url, supabase.service_role_key.get_secret_value())
+    elif backend == "postgres":
+        if governance.database_url is None:
+            raise ConfigError("governance.reputation_backend: postgres needs governance.database_url (DATABASE_URL)")
+        from ops_agent.governance.postgres_reputation import PostgresReputationStore
+
+        store = PostgresReputationStore(governance.database_url.get_secret_value())
+    else:
+        store = SqliteReputationStore(db)
+    await store.migrate()
+    if hasattr(store, "close"):
+        stack.push_async_callback(store.close)
+    return store
 
 
 async def _open_ledger(
