@@ -700,3 +700,112 @@ def _parse_arguments(pairs: list[str], args_json: str | None) -> dict[str, Any]:
 
 def main() -> None:
     app()
+
+
+# -- the task queue (Redis Streams): `ops-agent worker` and `ops-agent submit` ---------------------------
+
+
+def _redis_url(settings: Settings) -> str:
+    if settings.redis.url is None:
+        raise _fail("the task queue needs Redis: set REDIS_URL (or redis.url in the config file)", 2)
+    return settings.redis.url.get_secret_value()
+
+
+@app.command()
+def worker(
+    concurrency: Annotated[int, typer.Option(min=1, max=256, help="Tasks run at the same time.")] = 1,
+    burst: Annotated[bool, typer.Option("--burst", help="Stop once the queue is empty.")] = False,
+    stop_timeout: Annotated[
+        float, typer.Option("--stop-timeout", min=0, help="Seconds tasks in flight get to finish after SIGTERM.")
+    ] = 30.0,
+    config: ConfigOption = None,
+) -> None:
+    """Run tasks from the Redis queue: budget and permission checks, execution, cost, reputation (SIGTERM:
+    stop reading, let tasks in flight finish, return the rest to the queue)."""
+    import signal
+
+    from redis.asyncio import Redis
+
+    from ops_agent.worker import TaskQueue, Worker
+
+    settings = _settings(config)
+    url = _redis_url(settings)
+
+    async def work(services: Services) -> None:
+        redis = Redis.from_url(url)
+        try:
+            runner = Worker(
+                services, TaskQueue(redis), concurrency=concurrency, burst=burst,
+                poll_delay_s=0 if burst else 1.0, stop_timeout_s=stop_timeout,
+            )
+            loop = asyncio.get_running_loop()
+            signals = (signal.SIGTERM, signal.SIGINT)
+            for number in signals:
+                loop.add_signal_handler(number, runner.stop)
+            try:
+                await runner.run()
+            finally:
+                for number in signals:
+                    loop.remove_signal_handler(number)
+        finally:
+            await redis.aclose()
+
+    _with_services(settings, work, background=True)
+
+
+@app.command()
+def submit(
+    task: Annotated[str, typer.Argument(help="What to do, in plain language.")],
+    priority: Annotated[str, typer.Option(help="low, medium, high or critical.")] = "medium",
+    wait: Annotated[bool, typer.Option("--wait", help="Wait for the result and print it.")] = False,
+    timeout: Annotated[float, typer.Option(min=0, help="Seconds --wait waits.")] = 300.0,
+    idempotency_key: Annotated[
+        Optional[str], typer.Option("--idempotency-key", help="A repeated submit with this key returns the first id.")
+    ] = None,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Put a task on the Redis queue for `ops-agent worker`; prints its id (with --wait, its result)."""
+    from redis.asyncio import Redis
+    from redis.exceptions import RedisError
+
+    from ops_agent.worker import TaskQueue
+
+    settings = _settings(config, quiet=True)
+    url = _redis_url(settings)
+
+    async def go() -> tuple[str, dict | None]:
+        redis = Redis.from_url(url, decode_responses=True)
+        try:
+            queue = TaskQueue(redis)
+            task_id = await queue.submit(task, priority, idempotency_key=idempotency_key)
+            result = None
+            if wait:
+                if not as_json:
+                    out.print(task_id, highlight=False)
+                deadline = asyncio.get_running_loop().time() + timeout
+                while (result := await queue.result(task_id)) is None:
+                    if asyncio.get_running_loop().time() >= deadline:
+                        break
+                    await asyncio.sleep(0.25)
+            return task_id, result
+        finally:
+            await redis.aclose()
+
+    try:
+        task_id, result = asyncio.run(go())
+    except OpsAgentError as exc:
+        raise _fail(exc.public_message, 2) from None
+    except (RedisError, OSError) as exc:
+        raise _fail(f"Redis unavailable: {type(exc).__name__}", 1) from None
+    if as_json:
+        _print_json({"task_id": task_id, **({"result": result} if wait else {})})
+    elif not wait:
+        out.print(task_id, highlight=False)
+    elif result is not None:
+        colour = {"completed": "green", "partial": "yellow"}.get(result["status"], "red")
+        out.print(f"[bold {colour}]{result['status']}[/] · {escape(result['summary'] or '')}", highlight=False)
+    if wait:
+        if result is None:
+            raise _fail(f"task {task_id} has no result after {timeout:g} s (still queued or running)", 1)
+        raise typer.Exit(0 if result["status"] == "completed" else 1)
