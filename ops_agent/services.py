@@ -41,6 +41,7 @@ from ops_agent.registry import ToolRegistry
 from ops_agent.stores.sqlite import SqliteDatabase
 from ops_agent.telemetry import Telemetry
 from ops_agent.tools.alerts import AlertEvaluator, AlertManagementTool, RoutingPolicy, SqliteAlertStore, alert_specs
+from ops_agent.tools.alerts.governance_watch import GovernanceWatch
 from ops_agent.tools.alerts.notifier import NotificationNotifier
 from ops_agent.tools.alerts.remediation import Remediator, restart_command_spec
 from ops_agent.tools.alerts.sources import AgentConditionSources
@@ -293,13 +294,16 @@ async def _open_alerts(
         channels=config.routing, repeat_interval_s=config.repeat_interval_s,
         escalate_after_s=config.escalate_after_s, escalation_channels=config.escalation_channels,
     )
+    watch = GovernanceWatch(registry.gate, series, settings.governance.agent_name)
+    registry.gate.observers.append(watch.observe)
     evaluator = AlertEvaluator(
         store, sources, notifier, available_channels=notifier.available, policy=policy,
-        remediate=Remediator(registry, settings.governance.agent_name),
+        remediate=Remediator(registry, settings.governance.agent_name), before_cycle=watch.sample,
     )
     tool = AlertManagementTool(store, evaluator, sources, known_services=[s.name for s in settings.services])
     for spec in alert_specs(tool):
         registry.register(spec)
+    await watch.install_rules(tool)
     stack.push_async_callback(evaluator.settle)
     spawn(evaluator.run(config.interval_s), "alerts")
     return tool

@@ -15,6 +15,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from ops_agent.config import PERMISSION_LEVELS
 from ops_agent.governance.audit import AuditRecord
 from ops_agent.governance.gate import Caller, GovernanceGate
+from ops_agent.governance.ledger import budget_windows
 from ops_agent.tools.monitoring import MonitoringTool
 
 __all__ = ["ALERT_STATES", "CONTENT_TYPE_LATEST", "Telemetry"]
@@ -73,12 +74,7 @@ class Telemetry:
             for level in PERMISSION_LEVELS:
                 self.level.labels(agent, level).set(1 if level == current else 0)
             used, limits = await gate.ledger.usage(record.id), gate.limits
-            for window, unit, spent, limit in (
-                ("hour", "tokens", used.hour_tokens, limits.hourly_tokens),
-                ("day", "tokens", used.day_tokens, limits.daily_tokens),
-                ("hour", "usd", used.hour_usd_micros, limits.hourly_usd_micros),
-                ("day", "usd", used.day_usd_micros, limits.daily_usd_micros),
-            ):
+            for window, unit, spent, limit in budget_windows(used, limits):
                 self.budget.labels(agent, window, unit).set(spent / limit if limit else 0)
         counts = await self.alert_counts() if self.alert_counts is not None else {}
         for state in ALERT_STATES:

@@ -102,3 +102,26 @@ async def test_a_remediation_runs_through_the_gate_and_recovery_is_recorded(agen
     assert stats.remediated == 1 and stats.auto_fix_rate == 1.0 and stats.mttr_s is not None
     tasks = [r for r in await agent.gate.audit.recent(50) if r["tool"] == "execute_task"]
     assert tasks and tasks[0]["via"] == "alerts"  # the remediation passed the gate as a call of its own
+
+
+async def test_governance_figures_raise_the_seeds_alerts(agent, sinks):
+    rules = {r.name: r for r in (await call(agent, "list_alert_rules")).rules}
+    assert {"governance_reputation_low", "governance_budget_80", "governance_budget_95",
+            "governance_permission_denied"} <= set(rules)
+    assert rules["governance_budget_95"].severity == "critical"
+    evaluator = agent.alerts.evaluator
+    await evaluator.cycle(time.time())
+    assert (await call(agent, "get_active_alerts")).alerts == []  # a new agent: nothing to say
+
+    record = await agent.gate.agent(agent.identity)
+    limits = agent.gate.limits
+    await agent.gate.ledger.record(record.id, int(limits.hourly_tokens * 0.85), 0)  # 85% of the hour's tokens
+    from ops_agent.governance import Caller
+    from ops_agent.errors import PermissionDenied
+
+    with pytest.raises(PermissionDenied):  # a production deploy is beyond a new agent
+        await agent.registry.invoke(Caller("intruder", via="test", agent_type="mcp_client"), "deploy",
+                                    {"project": "web", "environment": "production"})
+    await evaluator.cycle(time.time())
+    firing = {a.rule_name for a in (await call(agent, "get_active_alerts")).alerts}
+    assert firing == {"governance_budget_80", "governance_permission_denied"}

@@ -103,6 +103,16 @@ def _usd(micros: int) -> str:
     return f"${micros / 1_000_000:.4f}"
 
 
+def budget_windows(used: BudgetUsage, limits: BudgetLimits) -> list[tuple[str, str, int, int]]:
+    """(window, unit, used, limit) of each budget: hour and day, tokens and USD micros."""
+    return [
+        ("hour", "tokens", used.hour_tokens, limits.hourly_tokens),
+        ("day", "tokens", used.day_tokens, limits.daily_tokens),
+        ("hour", "usd", used.hour_usd_micros, limits.hourly_usd_micros),
+        ("day", "usd", used.day_usd_micros, limits.daily_usd_micros),
+    ]
+
+
 class CostLedger(Protocol):
     async def usage(self, agent_id: str) -> BudgetUsage: ...
 

@@ -82,6 +82,7 @@ class AlertEvaluator:
         available_channels: Sequence[str],
         policy: RoutingPolicy | None = None,
         remediate: Remediate | None = None,
+        before_cycle: Callable[[float], Awaitable[None]] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
@@ -90,6 +91,7 @@ class AlertEvaluator:
         self.available_channels = list(available_channels)
         self.policy = policy or RoutingPolicy()
         self.remediate = remediate
+        self.before_cycle = before_cycle  # e.g. write fresh governance figures for the rules to read
         self.clock = clock
         self._conditions: dict[str, tuple[str, Condition]] = {}
         self._remediations: set[asyncio.Task[None]] = set()
@@ -116,6 +118,8 @@ class AlertEvaluator:
         Messages are handed to the outbox before the alerts that sent them are saved: a failed hand-over
         leaves the alert unsent, to be sent next cycle, and a crash in between resends under the same key,
         which the outbox takes once."""
+        if self.before_cycle is not None:
+            await self.before_cycle(now)
         active = {alert.fingerprint: alert for alert in await self.store.active_alerts()}
         silences = await self.store.silences(now=now)
         outgoing: dict[tuple[tuple[str, ...], str], _Outgoing] = {}
