@@ -23,6 +23,7 @@ from starlette.responses import JSONResponse
 
 from ops_agent.errors import OpsAgentError
 from ops_agent.services import Services
+from ops_agent.tools.logs.ingest.body import json_array
 from ops_agent.tools.logs.ingest.vercel_logs import drain_records, valid_drain_signature
 
 __all__ = ["MAX_BODY_BYTES", "add_ingest_routes"]
@@ -58,12 +59,9 @@ def add_ingest_routes(server: MCPServer, services: Services) -> None:
         text = body.decode("utf-8", errors="replace")
         if request.headers.get("content-type", "").split(";")[0].strip() == "application/json":
             try:  # a JSON array of objects or strings: one record each
-                items = json.loads(text)
-            except (json.JSONDecodeError, RecursionError) as exc:
-                where = f" ({exc.msg} at line {exc.lineno} column {exc.colno})" if isinstance(exc, json.JSONDecodeError) else ""
-                return _refuse(400, f"body: not a JSON array{where}")
-            if not isinstance(items, list):
-                return _refuse(400, "body: expected a JSON array")
+                items = json_array(text)
+            except OpsAgentError as exc:
+                return _refuse(400, exc.public_message)
             lines = [item if isinstance(item, str) else json.dumps(item) for item in items]
         else:  # NDJSON or plain text, one record a line (only \n ends a line: JSON may hold U+2028 raw)
             lines = [line.rstrip("\r") for line in text.split("\n") if line.strip()]

@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import time
 from collections.abc import Callable
 from typing import Any
 
 from ops_agent.errors import ToolFailed, ToolRetry
 from ops_agent.tools.deployment.vercel_client import VercelClient
+from ops_agent.tools.logs.ingest.body import json_array, json_lines
 from ops_agent.tools.logs.record import LogRecord, normalize_severity
 
 __all__ = ["VercelLogPuller", "build_event_record", "drain_records", "runtime_log_record", "valid_drain_signature"]
@@ -37,25 +37,7 @@ def drain_records(body: bytes) -> list[LogRecord]:
     text = body.decode("utf-8", errors="replace").strip()
     if not text:
         return []
-    try:
-        if text.startswith("["):
-            try:
-                entries = json.loads(text)
-            except json.JSONDecodeError as exc:
-                raise ToolRetry(f"body: not a JSON array ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
-            if not isinstance(entries, list):
-                raise ToolRetry("body: expected a JSON array of log entries")
-        else:
-            entries = []
-            for number, line in enumerate(text.split("\n"), start=1):  # only \n: JSON may hold U+2028 raw
-                if not line.strip():
-                    continue
-                try:
-                    entries.append(json.loads(line))
-                except json.JSONDecodeError as exc:
-                    raise ToolRetry(f"body: line {number} is not JSON ({exc.msg})") from None
-    except RecursionError:
-        raise ToolRetry("body: nested too deeply to be a log-drain delivery") from None
+    entries = json_array(text) if text.startswith("[") else json_lines(text)
     records = []
     for index, entry in enumerate(entries):
         if not isinstance(entry, dict):
