@@ -15,16 +15,14 @@ from __future__ import annotations
 import asyncio
 import fnmatch
 import logging
-import re
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any
 
 from ops_agent.redact import Redactor
 from ops_agent.tools.logs.index.store import LogStore
 from ops_agent.tools.logs.ingest.follow import FileFollower, OffsetFile
-from ops_agent.tools.logs.ingest.parse import parse_line
+from ops_agent.tools.logs.ingest.parse import parse_line, without_surrogates
 from ops_agent.tools.logs.record import LogRecord
 
 __all__ = ["LogCollector"]
@@ -55,9 +53,9 @@ class LogCollector:
 
     def scrub(self, record: LogRecord, *, parsed: bool = False) -> LogRecord:
         """Redact secrets, make text storable (parse_line already has) and the time plausible, in place."""
-        record.message = self.redactor.text(record.message if parsed else _storable(record.message))
+        record.message = self.redactor.text(record.message if parsed else without_surrogates(record.message))
         if record.attributes:
-            record.attributes = self.redactor.value(record.attributes if parsed else _storable(record.attributes))
+            record.attributes = self.redactor.value(record.attributes if parsed else without_surrogates(record.attributes))
         if not _EARLIEST <= record.time <= _LATEST:  # NaN fails both
             record.attributes = {**record.attributes, "original_time": str(record.time)}
             record.time = self.clock()
@@ -180,20 +178,6 @@ class LogCollector:
 
 MAX_LINE_BYTES = 1 << 20
 _EARLIEST, _LATEST = 0.0, 4_102_444_800.0  # 1970-01-01 .. 2100-01-01
-_SURROGATE = re.compile("[\ud800-\udfff]")
-
-
-def _storable(value: Any) -> Any:
-    """Lone surrogates (from JSON escapes) become U+FFFD: no database stores them."""
-    if isinstance(value, str):
-        return _SURROGATE.sub("\ufffd", value) if _SURROGATE.search(value) else value
-    if isinstance(value, dict):
-        return {_storable(k): _storable(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_storable(v) for v in value]
-    return value
-
-
 def _service_for(path: str, services: dict[str, str]) -> str:
     for pattern, service in services.items():
         if service and fnmatch.fnmatch(path, str(Path(pattern).expanduser())):

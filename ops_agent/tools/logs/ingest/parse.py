@@ -19,7 +19,7 @@ from typing import Any
 
 from ops_agent.tools.logs.record import LogRecord, normalize_severity
 
-__all__ = ["FORMATS", "detect_format", "parse_line"]
+__all__ = ["FORMATS", "detect_format", "parse_line", "without_surrogates"]
 
 FORMATS = ("json", "logfmt", "syslog", "combined", "generic", "text")
 
@@ -61,15 +61,15 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 _ESCAPED_SURROGATE = re.compile(r"\\u[dD][89a-fA-F]")
 
 
-def _without_surrogates(value: Any) -> Any:
+def without_surrogates(value: Any) -> Any:
     """`value` (decoded JSON) with lone surrogates, as `"\\ud800"` escapes give, replaced by U+FFFD."""
     kind = type(value)
     if kind is str:
         return _SURROGATE.sub("\ufffd", value)
     if kind is dict:
-        return {_SURROGATE.sub("\ufffd", key): _without_surrogates(item) for key, item in value.items()}
+        return {_SURROGATE.sub("\ufffd", key): without_surrogates(item) for key, item in value.items()}
     if kind is list:
-        return [_without_surrogates(item) for item in value]
+        return [without_surrogates(item) for item in value]
     return value
 
 
@@ -369,7 +369,7 @@ def _json(s: str, service: str, host: str, received: float | None) -> Parsed | N
     if type(fields) is not dict:
         return None
     if "\\u" in s and _ESCAPED_SURROGATE.search(s):
-        fields = _without_surrogates(fields)
+        fields = without_surrogates(fields)
     return _from_fields("json", fields, _LEVEL_KEYS, s.rstrip(), service, host, received)
 
 
