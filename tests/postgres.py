@@ -32,7 +32,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from tests.processes import STOP_TIMEOUT_S, free_port, stop
+from tests.processes import STOP_TIMEOUT_S, free_port, missing, stop
 
 __all__ = [
     "PostgresServer",
@@ -208,9 +208,6 @@ def postgres_url() -> Iterator[str]:
     Without PostgreSQL installed the tests that use it skip, except in CI (`CI` set), where they fail."""
     binaries = postgres_binaries()
     if binaries is None:
-        message = "PostgreSQL (initdb, postgres) not found: install Debian's postgresql package (scripts/ci-packages)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+        missing("PostgreSQL (initdb, postgres) not found: install Debian's postgresql package (scripts/ci-packages)")
     with running_postgres(binaries) as server:
         yield server.url

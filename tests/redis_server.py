@@ -28,7 +28,7 @@ import pytest
 import redis
 import redis.exceptions
 
-from tests.processes import free_port, stop
+from tests.processes import free_port, missing, stop
 
 __all__ = ["RedisServer", "redis_binary", "redis_server", "redis_url", "require_redis", "running_redis"]
 
@@ -47,10 +47,7 @@ def require_redis() -> Path:
     """The binary, or skip (fail under CI) when it is missing."""
     binary = redis_binary()
     if binary is None:
-        message = "redis-server not found: install Debian's redis-server package (scripts/ci-packages)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+        missing("redis-server not found: install Debian's redis-server package (scripts/ci-packages)")
     return binary
 
 

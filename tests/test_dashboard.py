@@ -36,7 +36,7 @@ from ops_agent.config import CONFIG_FILE_VARIABLE, ENVIRONMENT, load_settings
 from ops_agent.services import Services, open_services
 from ops_agent.stores.sqlite import SqliteDatabase
 from ops_agent.tools.deployment import SqliteDeploymentHistory
-from tests.processes import STOP_TIMEOUT_S, free_port, stop, wait_until_healthy
+from tests.processes import STOP_TIMEOUT_S, free_port, missing, stop, wait_until_healthy
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE = "http://127.0.0.1:8000"
@@ -506,16 +506,14 @@ def token_server(tmp_path: Path) -> Iterator[RealServer]:
 
 def _chromium() -> Path:
     """Debian's chromium, and Playwright to drive it: skipped when missing, but under CI a failure."""
-    missing = None
+    problem = None
     if not CHROMIUM.exists():
-        missing = f"{CHROMIUM} is not installed (scripts/ci-packages installs it)"
+        problem = f"{CHROMIUM} is not installed (scripts/ci-packages installs it)"
     elif importlib.util.find_spec("playwright") is None:
-        missing = "playwright is not installed (pip install -e '.[test]')"
-    if missing is None:
+        problem = "playwright is not installed (pip install -e '.[test]')"
+    if problem is None:
         return CHROMIUM
-    if os.environ.get("CI"):
-        pytest.fail(missing)
-    pytest.skip(missing)
+    missing(problem)
 
 
 async def test_events_over_a_real_socket_and_a_prompt_shutdown(real_server):

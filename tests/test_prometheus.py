@@ -39,7 +39,7 @@ from ops_agent.tools.monitoring.prometheus import (
     prometheus_value,
     promql_series,
 )
-from tests.processes import free_port, stop, wait_until_ready
+from tests.processes import free_port, missing, stop, wait_until_ready
 
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
 STARTUP_TIMEOUT_S = 20.0
@@ -136,10 +136,7 @@ def _sample(base: str, promql: str) -> float | None:
 @pytest.fixture(scope="module")
 def prometheus_binary() -> str:
     if not os.path.exists(PROMETHEUS):
-        message = f"{PROMETHEUS} not found: install Debian's prometheus package (scripts/ci-packages)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+        missing(f"{PROMETHEUS} not found: install Debian's prometheus package (scripts/ci-packages)")
     return PROMETHEUS
 
 
