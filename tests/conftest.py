@@ -32,6 +32,14 @@ async def services(settings: Settings) -> AsyncIterator[Services]:
 
 
 @pytest.fixture
+def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The process environment of a CLI run in this process: the database in tmp_path, no config file, no key."""
+    monkeypatch.setenv("OPS_AGENT_DB", str(tmp_path / "cli.db"))
+    monkeypatch.delenv("OPS_AGENT_CONFIG", raising=False)
+    monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
+
+
+@pytest.fixture
 def caller(settings: Settings) -> Caller:
     return Caller(settings.governance.agent_name, via="test")
 

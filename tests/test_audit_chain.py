@@ -227,13 +227,6 @@ async def test_degraded_mode_has_nothing_to_verify():
 runner = CliRunner()
 
 
-@pytest.fixture
-def env(tmp_path, monkeypatch):
-    monkeypatch.setenv("OPS_AGENT_DB", str(tmp_path / "cli.db"))
-    monkeypatch.delenv("OPS_AGENT_CONFIG", raising=False)
-    monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
-
-
 def test_cli_audit_verify(env, tmp_path):
     for _ in range(3):
         assert runner.invoke(app, ["call", "get_system_metrics", "-q"]).exit_code == 0

@@ -8,7 +8,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 from typer.testing import CliRunner
 
 from ops_agent.cli import app
@@ -75,13 +74,6 @@ def test_bad_config_is_a_clear_error(tmp_path):
 
 
 runner = CliRunner()
-
-
-@pytest.fixture
-def env(tmp_path, monkeypatch):
-    monkeypatch.setenv("OPS_AGENT_DB", str(tmp_path / "cli.db"))
-    monkeypatch.delenv("OPS_AGENT_CONFIG", raising=False)
-    monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
 
 
 def test_tools_lists_the_registry_with_schemas(env):
