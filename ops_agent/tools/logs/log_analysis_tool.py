@@ -17,6 +17,7 @@ from ops_agent.errors import ToolRetry
 from ops_agent.tools.logs.analysis.anomaly import Anomaly, SessionModel, novel_templates, rate_jumps, volume_anomalies
 from ops_agent.tools.logs.analysis.mining import mine_templates
 from ops_agent.tools.logs.analysis.rootcause import (
+    HINT_WINDOW_S,
     DeploymentEvent,
     Signature,
     deployment_hints,
@@ -140,7 +141,8 @@ class LogAnalysisTool:
         recommendations = [h.recommendation for h in hits]
         new = [stats[i]["first"] for i, s in stats.items() if not before.get(i)]
         if new:  # a pattern that appeared in this window: did a deployment just precede it?
-            recommendations = await self._deployment_hints(min(new)) + recommendations
+            onset = min(new)
+            recommendations = deployment_hints(onset, await self._deployments(onset)) + recommendations
         return PatternReport(
             window=TimeWindow(start=iso(start), end=iso(end)),
             severity=level,
@@ -194,11 +196,13 @@ class LogAnalysisTool:
             anomalies += sessions
             note = note or session_note
 
+        # Every onset lies in the window: one read of the deployments before it serves every finding.
+        deployments = await self._deployments(window_start) if anomalies else []
         findings = []
         for anomaly in sorted(anomalies, key=lambda a: -a.score):
             # A drop has no onset to blame; anything else began at its first line, or with the window.
             onset = None if anomaly.kind == "volume_drop" else first_seen.get(anomaly.key, window_start)
-            hints = await self._deployment_hints(onset) if onset is not None else []
+            hints = deployment_hints(onset, deployments) if onset is not None else []
             findings.append(
                 AnomalyFinding(
                     kind=anomaly.kind, key=anomaly.key, score=round(anomaly.score, 2), observed=anomaly.observed,
@@ -283,10 +287,11 @@ class LogAnalysisTool:
                 ))
         return sorted(found, key=lambda a: -a.score)[:MAX_SESSIONS], None
 
-    async def _deployment_hints(self, onset: float) -> list[str]:
+    async def _deployments(self, earliest_onset: float) -> list[DeploymentEvent]:
+        """The deployments that may precede an onset at or after `earliest_onset`."""
         if self.deployments is None:
             return []
-        return deployment_hints(onset, await self.deployments(onset - 1800))
+        return await self.deployments(earliest_onset - HINT_WINDOW_S)
 
     # -- the index ---------------------------------------------------------------------------------------
 

@@ -12,7 +12,10 @@ import yaml
 
 from ops_agent.errors import ConfigError
 
-__all__ = ["DeploymentEvent", "Signature", "SignatureMatch", "deployment_hints", "load_signatures", "match_signatures"]
+__all__ = ["HINT_WINDOW_S", "DeploymentEvent", "Signature", "SignatureMatch", "deployment_hints", "load_signatures", "match_signatures"]
+
+
+HINT_WINDOW_S = 1800.0  # a deployment this long before an onset is named as a possible cause
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,7 +105,9 @@ def match_signatures(messages: Iterable[str], signatures: Sequence[Signature]) -
     ]
 
 
-def deployment_hints(onset: float, deployments: Iterable[DeploymentEvent], *, window_s: float = 1800) -> list[str]:
+def deployment_hints(
+    onset: float, deployments: Iterable[DeploymentEvent], *, window_s: float = HINT_WINDOW_S
+) -> list[str]:
     """One line per deployment that reached an environment within `window_s` before the onset, nearest first."""
     before = sorted(
         (d for d in deployments if onset - window_s <= d.at <= onset + 5), key=lambda d: onset - d.at
