@@ -55,7 +55,7 @@ class RulePlanner:
         specs = [spec for spec in self.registry.specs(planner=True) if spec.intents]
         clauses: list[_Clause] = []
         for raw in _clauses(task):
-            text = raw.strip(" \t\n.!?\"'")
+            text = _trimmed(raw)
             if not text or _FILLER.match(text.replace(" ", "")):
                 continue
             clause = self._read(text, specs, facts)
@@ -104,6 +104,16 @@ class RulePlanner:
         if isinstance(arguments, str):
             return _Clause(text, problem=arguments)
         return _Clause(text, calls=[ToolCall(spec.name, args) for args in arguments])
+
+
+def _trimmed(clause: str) -> str:
+    """The clause without surrounding blanks and end punctuation, and without a stray quote; a quote that
+    closes a quoted phrase stays (`search the logs for "connection refused"`)."""
+    text = clause.strip(" \t\n.!?")
+    for quote in "\"'":
+        if text.count(quote) % 2:
+            text = text.strip(quote)
+    return text.strip(" \t\n.!?")
 
 
 def _clauses(task: str) -> list[str]:

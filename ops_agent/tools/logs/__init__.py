@@ -104,7 +104,7 @@ _SEVERITY_WORDS = [
     ("error", re.compile(r"\b(errors?|failures?|exceptions?|failed)\b", re.I)),
     ("warning", re.compile(r"\bwarn(ings?)?\b", re.I)),
 ]
-_QUOTED = re.compile(r'"([^"]+)(?:"|$)|\'([^\']+)(?:\'|$)')  # the planner trims a closing quote
+_QUOTED = re.compile(r'"([^"]+)"|\'([^\']+)\'')
 _ABOUT = re.compile(
     r"\b(?:for|containing|contain|matching|match|mentioning|about|with|grep(?:\s+logs?)?\s+for|grep)\s+"
     r"(?!the\s+(?:last|past)\b)([\w./:@*-]+(?:\s+[\w./:@*-]+)?)",

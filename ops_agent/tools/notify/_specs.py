@@ -85,7 +85,7 @@ def notify_specs(service: NotificationService) -> list[ToolSpec]:
 
 def _notify_arguments(clause: str, facts: Any) -> list[dict[str, Any]] | str:
     channel = "slack" if re.search(r"(?i)\bslack\b", clause) else "email" if re.search(r"(?i)\be-?mail\b", clause) else "slack"
-    quoted = re.search(r'"([^"]+)(?:"|$)|\'([^\']+)(?:\'|$)', clause)  # the planner trims a closing quote
+    quoted = re.search(r'"([^"]+)"|\'([^\']+)\'', clause)
     if quoted is None:
         return 'say what to send in quotes, e.g. notify the team on slack "deploy finished"'
     return [{"channels": [channel], "message": quoted.group(1) or quoted.group(2)}]
