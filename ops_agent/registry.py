@@ -23,6 +23,7 @@ from ops_agent.governance.gate import Caller, GovernanceGate
 from ops_agent.redact import Redactor
 
 __all__ = [
+    "EmptyInput",
     "Intent",
     "RedactedOutput",
     "ToolContext",
@@ -43,6 +44,10 @@ class ToolInput(BaseModel):
     """Base of every tool's input model: unknown fields are an error, not silently dropped."""
 
     model_config = ConfigDict(extra="forbid")
+
+
+class EmptyInput(ToolInput):
+    """The input of a tool that takes no arguments."""
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from typing import Any, Literal
 from mcp.types import ToolAnnotations
 from pydantic import BaseModel, Field
 
-from ops_agent.registry import Intent, ToolContext, ToolInput, ToolSpec
+from ops_agent.registry import EmptyInput, Intent, ToolContext, ToolInput, ToolSpec
 from ops_agent.tools.alerts.alert_management_tool import AlertManagementTool
 from ops_agent.tools.alerts.evaluator import AlertEvaluator, AlertNotifier, RoutingPolicy
 from ops_agent.tools.alerts.models import Alert, AlertRule, HistoryEvent, Remediation, Silence
@@ -82,10 +82,6 @@ class HistoryInput(ToolInput):
     rule: str | None = Field(None, max_length=100)
     since_s: float | None = Field(None, gt=0, le=366 * 86400, description="Seconds back from now.")
     limit: int = Field(100, ge=1, le=1000)
-
-
-class EmptyInput(ToolInput):
-    pass
 
 
 class RuleList(BaseModel):

@@ -9,7 +9,7 @@ from typing import Any
 from mcp.types import ToolAnnotations
 from pydantic import Field
 
-from ops_agent.registry import Intent, ToolContext, ToolInput, ToolSpec, mentioned
+from ops_agent.registry import EmptyInput, Intent, ToolContext, ToolInput, ToolSpec, mentioned
 from ops_agent.tools.logs.index.store import LogStore
 from ops_agent.tools.logs.ingest.collector import LogCollector
 from ops_agent.tools.logs.ingest.parse import parse_line
@@ -82,10 +82,6 @@ class CollectVercelLogsInput(ToolInput):
         None, min_length=1, max_length=256, description="Deployment id or URL; omit for the project's production one."
     )
     project: str | None = Field(None, min_length=1, max_length=100, description="Project (default: the configured one).")
-
-
-class EmptyInput(ToolInput):
-    pass
 
 
 # --- the offline planner's reading of everyday phrasings ---------------------------------------------------
