@@ -119,23 +119,23 @@ class LogAnalysisTool:
         previous_start = max(0.0, start - (end - start))
         current = await self._window(start, end, level, service)
         previous = await self._window(previous_start, start, level, service)
-        mined = mine_templates([r.message for r in current + previous])
-        stats = _template_stats(current, mined.assignments[: len(current)])
-        before = Counter(mined.assignments[len(current) :])
+        now_templates, before_templates = _templates(current, previous)
+        stats = _template_stats(current, now_templates)
+        before = Counter(before_templates)
         total = len(current)
         patterns = [
             ErrorPattern(
-                template=mined.templates[template_id].text,
+                template=template,
                 count=s["count"],
                 share=round(s["count"] / total, 4),
                 first_seen=iso(s["first"]),
                 last_seen=iso(s["last"]),
                 example=s["example"],
                 services=sorted(s["services"]),
-                trend=_trend(s["count"], before.get(template_id, 0)),
-                previous_count=before.get(template_id, 0),
+                trend=_trend(s["count"], before.get(template, 0)),
+                previous_count=before.get(template, 0),
             )
-            for template_id, s in sorted(stats.items(), key=lambda item: -item[1]["count"])[:limit]
+            for template, s in sorted(stats.items(), key=lambda item: -item[1]["count"])[:limit]
         ]
         hits = _signature_hits(match_signatures((r.message for r in current), self.signatures))
         recommendations = [h.recommendation for h in hits]
@@ -243,19 +243,18 @@ class LogAnalysisTool:
             LogFilter(end=window_start, start=baseline_start, min_severity="warning", services=services),
             limit=MAX_MINED,
         )
-        mined = mine_templates([r.message for r in recent + older])
-        text = [mined.templates[i].text for i in mined.assignments]
-        now_counts = Counter(text[: len(recent)])
-        before_counts = Counter(text[len(recent) :])
+        text, older_text = _templates(recent, older)
+        now_counts = Counter(text)
+        before_counts = Counter(older_text)
         # Only error templates are news when new; a new warning is usually just a new warning.
         errors = severity_rank("error")
-        errors_now = Counter(t for t, r in zip(text, recent, strict=False) if severity_rank(r.severity) >= errors)
+        errors_now = Counter(t for t, r in zip(text, recent, strict=True) if severity_rank(r.severity) >= errors)
         # Sampled baselines (MAX_MINED) cover less than the whole span: compare rates over what was read.
         baseline_span = window_start - max(baseline_start, min((r.time for r in older), default=baseline_start))
         anomalies = novel_templates(before_counts, errors_now)
         anomalies += rate_jumps(before_counts, max(baseline_span, width), now_counts, width)
         first_seen: dict[str, float] = {}
-        for t, r in zip(text, recent, strict=False):
+        for t, r in zip(text, recent, strict=True):
             first_seen[t] = min(first_seen.get(t, r.time), r.time)
         return anomalies, first_seen, recent
 
@@ -269,10 +268,9 @@ class LogAnalysisTool:
         recent = await self.store.records(
             LogFilter(end=end, start=window_start, query=has_field, services=services), limit=MAX_MINED
         )
-        mined = mine_templates([r.message for r in older + recent])
-        texts = [mined.templates[i].text for i in mined.assignments]  # keys a reason can name readably
-        baseline = _sessions(older, texts[: len(older)], field)
-        current = _sessions(recent, texts[len(older) :], field)
+        older_text, recent_text = _templates(older, recent)  # texts: keys a reason can name readably
+        baseline = _sessions(older, older_text, field)
+        current = _sessions(recent, recent_text, field)
         if len(baseline) < MIN_SESSIONS:
             return [], f"{len(baseline)} {field} sessions in the baseline: too few to judge sessions ({MIN_SESSIONS} needed)"
         model = SessionModel().fit(baseline.values())
@@ -315,10 +313,19 @@ def _entry(record: StoredRecord) -> LogEntry:
     )
 
 
-def _template_stats(records: Sequence[StoredRecord], assignments: Sequence[int]) -> dict[int, dict[str, Any]]:
-    stats: dict[int, dict[str, Any]] = defaultdict(lambda: {"count": 0, "first": None, "last": None, "services": set()})
-    for record, template_id in zip(records, assignments, strict=True):
-        s = stats[template_id]
+def _templates(
+    first: Sequence[StoredRecord], second: Sequence[StoredRecord]
+) -> tuple[list[str], list[str]]:
+    """The template of each message of both groups, mined together so one pattern has one template in both."""
+    mined = mine_templates([r.message for r in [*first, *second]])
+    texts = [mined.templates[i].text for i in mined.assignments]
+    return texts[: len(first)], texts[len(first) :]
+
+
+def _template_stats(records: Sequence[StoredRecord], templates: Sequence[str]) -> dict[str, dict[str, Any]]:
+    stats: dict[str, dict[str, Any]] = defaultdict(lambda: {"count": 0, "first": None, "last": None, "services": set()})
+    for record, template in zip(records, templates, strict=True):
+        s = stats[template]
         s["count"] += 1
         s["services"].add(record.service)
         if s["first"] is None or record.time < s["first"]:
