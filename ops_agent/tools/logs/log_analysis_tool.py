@@ -139,7 +139,7 @@ class LogAnalysisTool:
         ]
         hits = _signature_hits(match_signatures((r.message for r in current), self.signatures))
         recommendations = [h.recommendation for h in hits]
-        new = [stats[i]["first"] for i, s in stats.items() if not before.get(i)]
+        new = [s["first"] for template, s in stats.items() if not before.get(template)]
         if new:  # a pattern that appeared in this window: did a deployment just precede it?
             onset = min(new)
             recommendations = deployment_hints(onset, await self._deployments(onset)) + recommendations
