@@ -713,11 +713,14 @@ def _redis_url(settings: Settings) -> str:
 
 @app.command()
 def worker(
-    concurrency: Annotated[int, typer.Option(min=1, max=256, help="Tasks run at the same time.")] = 1,
+    concurrency: Annotated[
+        Optional[int], typer.Option(min=1, max=256, help="Tasks run at the same time (default queue.concurrency).")
+    ] = None,
     burst: Annotated[bool, typer.Option("--burst", help="Stop once the queue is empty.")] = False,
     stop_timeout: Annotated[
-        float, typer.Option("--stop-timeout", min=0, help="Seconds tasks in flight get to finish after SIGTERM.")
-    ] = 30.0,
+        Optional[float],
+        typer.Option("--stop-timeout", min=0, help="Seconds tasks in flight get after SIGTERM (default queue.stop_timeout_s)."),
+    ] = None,
     config: ConfigOption = None,
 ) -> None:
     """Run tasks from the Redis queue: budget and permission checks, execution, cost, reputation (SIGTERM:
@@ -734,9 +737,10 @@ def worker(
     async def work(services: Services) -> None:
         redis = Redis.from_url(url)
         try:
-            runner = Worker(
-                services, TaskQueue(redis), concurrency=concurrency, burst=burst,
-                poll_delay_s=0 if burst else 1.0, stop_timeout_s=stop_timeout,
+            overrides = {"concurrency": concurrency, "stop_timeout_s": stop_timeout}
+            runner = Worker.from_settings(
+                services, TaskQueue.from_settings(redis, settings), burst=burst, poll_delay_s=0 if burst else 1.0,
+                **{name: value for name, value in overrides.items() if value is not None},
             )
             loop = asyncio.get_running_loop()
             signals = (signal.SIGTERM, signal.SIGINT)
@@ -777,7 +781,7 @@ def submit(
     async def go() -> tuple[str, dict | None]:
         redis = Redis.from_url(url, decode_responses=True)
         try:
-            queue = TaskQueue(redis)
+            queue = TaskQueue.from_settings(redis, settings)
             task_id = await queue.submit(task, priority, idempotency_key=idempotency_key)
             result = None
             if wait:

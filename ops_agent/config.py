@@ -312,6 +312,24 @@ class NotifySettings(_Section):
 
 class RedisSettings(_Section):
     url: SecretStr | None = Field(None, description="redis:// URL (may hold a password).")
+    prefix: str = Field(
+        "ops:", pattern=r"^[A-Za-z0-9_.:-]{0,64}$",
+        description="Put before every key ops-agent writes (queue and budgets), so deployments can share a Redis.",
+    )
+
+
+class QueueSettings(_Section):
+    """The Redis task queue and `ops-agent worker` (REDIS_URL selects the server)."""
+
+    group: str = Field("workers", pattern=r"^[A-Za-z0-9_.:-]{1,64}$", description="Consumer group the workers share.")
+    concurrency: int = Field(1, ge=1, le=256, description="Tasks one worker runs at the same time.")
+    max_deliveries: int = Field(5, ge=1, le=100, description="Deliveries after which a failing task is dead-lettered.")
+    claim_idle_s: float = Field(
+        30.0, ge=1, le=86400, description="A task unacknowledged and silent this long belongs to a dead worker."
+    )
+    retry_delay_s: float = Field(5.0, ge=0, le=3600, description="How long a task that hit an outage waits to retry.")
+    stop_timeout_s: float = Field(30.0, ge=0, le=3600, description="How long tasks in flight get after SIGTERM.")
+    result_ttl_s: int = Field(7 * 86400, ge=60, description="How long a task's result is kept.")
 
 
 class SupabaseSettings(_Section):
@@ -332,6 +350,7 @@ class Settings(_Section):
     vercel: VercelSettings = VercelSettings()
     notify: NotifySettings = NotifySettings()
     redis: RedisSettings = RedisSettings()
+    queue: QueueSettings = QueueSettings()
     supabase: SupabaseSettings = SupabaseSettings()
 
     @field_validator("services")

@@ -104,7 +104,7 @@ class Redactor:
             return self.text(value)
         if isinstance(value, dict):
             return {
-                self.value(key): (MASK if isinstance(key, str) and _SECRET_KEY.search(key) and item else self.value(item))
+                self.value(key): (MASK if isinstance(key, str) and _secret_key(key) and item else self.value(item))
                 for key, item in value.items()
             }
         if isinstance(value, (list, tuple)):

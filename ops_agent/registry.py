@@ -103,6 +103,8 @@ class ToolSpec(Generic[I, O]):
     opens_task: bool = False  # the call is a task of its own: it gets a task id before the gate sees it
     intents: tuple[Intent, ...] = ()
     summarize: Callable[[O], str] | None = None  # one line for people: reports, the CLI
+    # The input field that carries a caller's idempotency key; inside a task the loop fills it per step.
+    idempotency_field: str | None = None
 
     def action_for(self, arguments: I) -> str:
         return self.action(arguments) if self.action else self.actions[0]

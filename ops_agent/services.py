@@ -284,6 +284,8 @@ async def _open_alerts(
     spawn: Spawn,
 ) -> AlertManagementTool:
     """Rules, the evaluator on its interval, and remediation through the registry (so through the gate)."""
+    from ops_agent.tools.alerts.event_watch import EventDetailsNotifier, EventWatch
+
     config = settings.alerts
     store = SqliteAlertStore(db)
     await store.migrate()
@@ -294,16 +296,48 @@ async def _open_alerts(
         channels=config.routing, repeat_interval_s=config.repeat_interval_s,
         escalate_after_s=config.escalate_after_s, escalation_channels=config.escalation_channels,
     )
-    watch = GovernanceWatch(registry.gate, series, settings.governance.agent_name)
+    agent_name = settings.governance.agent_name
+    watch = GovernanceWatch(registry.gate, series, agent_name)
     registry.gate.observers.append(watch.observe)
+    events: EventWatch | None = None  # dead letters and every agent's budget warnings, from the Redis streams
+    if settings.redis.url is not None:
+        import redis.asyncio
+
+        from ops_agent.governance.redis_keys import GovernanceKeys
+        from ops_agent.worker.keys import QueueKeys
+
+        # A client of its own, with short timeouts: a Redis outage costs a cycle 2 s at most, never a hang.
+        client = redis.asyncio.Redis.from_url(
+            settings.redis.url.get_secret_value(), socket_connect_timeout=2.0, socket_timeout=2.0
+        )
+        stack.push_async_callback(client.aclose)
+
+        async def own_agent() -> str:
+            return (await registry.gate.agent(Caller(agent_name))).id
+
+        events = EventWatch(
+            client, series, queue_events=QueueKeys(settings.redis.prefix).events,
+            budget_events=GovernanceKeys(settings.redis.prefix).events, own_agent=own_agent, agent_name=agent_name,
+            redact=redactor.text,
+        )
+        stack.push_async_callback(events.close)  # after the evaluator stopped, before the client closes
+
+    async def before_cycle(now: float) -> None:
+        if events is not None:
+            await events.sample(now)  # never raises
+        await watch.sample(now)
+
     evaluator = AlertEvaluator(
-        store, sources, notifier, available_channels=notifier.available, policy=policy,
-        remediate=Remediator(registry, settings.governance.agent_name), before_cycle=watch.sample,
+        store, sources, notifier if events is None else EventDetailsNotifier(notifier, events),
+        available_channels=notifier.available, policy=policy, remediate=Remediator(registry, agent_name),
+        before_cycle=before_cycle,
     )
     tool = AlertManagementTool(store, evaluator, sources, known_services=[s.name for s in settings.services])
     for spec in alert_specs(tool):
         registry.register(spec)
     await watch.install_rules(tool)
+    if events is not None:
+        await events.install_rules(tool)
     stack.push_async_callback(evaluator.settle)
     spawn(evaluator.run(config.interval_s), "alerts")
     return tool
@@ -344,6 +378,7 @@ async def _open_governance(
         redactor=redactor,
         reputation=reputation,
         ledger=await _open_ledger(settings, db, limits, stack),
+        fail_open=governance.fail_open,  # also mid-run: a backend that goes away lets non-reads run
     )
     if degraded_reason is None:
         try:
@@ -361,7 +396,7 @@ async def _open_governance(
     log.warning("   %s; %s", degraded_reason, mode)
     # Budgets still hold within this process: in degraded mode `db` is an in-memory database.
     audit_log: AuditLog = LogAuditLog()
-    return GovernanceGate(audit=audit_log, degraded_reason=degraded_reason, fail_open=governance.fail_open, **common)
+    return GovernanceGate(audit=audit_log, degraded_reason=degraded_reason, **common)
 
 
 async def _open_reputation(settings: Settings, db: SqliteDatabase, stack: AsyncExitStack) -> ReputationStore:
@@ -409,7 +444,7 @@ async def _open_ledger(
         settings.redis.url.get_secret_value(), socket_connect_timeout=2.0, socket_timeout=2.0
     )
     stack.push_async_callback(client.aclose)
-    return RedisCostLedger(client, limits=limits)
+    return RedisCostLedger(client, prefix=settings.redis.prefix, limits=limits)
 
 
 async def _open_series(db: SqliteDatabase, degraded_reason: str | None, stack: AsyncExitStack) -> SeriesStore:

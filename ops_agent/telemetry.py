@@ -7,18 +7,22 @@ Each Telemetry has its own CollectorRegistry: nothing global, so several agents 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from ops_agent.config import PERMISSION_LEVELS
+from ops_agent.errors import GovernanceUnavailable
 from ops_agent.governance.audit import AuditRecord
 from ops_agent.governance.gate import Caller, GovernanceGate
 from ops_agent.governance.ledger import budget_windows
 from ops_agent.tools.monitoring import MonitoringTool
 
 __all__ = ["ALERT_STATES", "CONTENT_TYPE_LATEST", "Telemetry"]
+
+log = logging.getLogger("ops_agent.telemetry")
 
 ALERT_STATES = ("pending", "firing", "acknowledged", "resolved")
 
@@ -68,14 +72,10 @@ class Telemetry:
     async def refresh(self, gate: GovernanceGate, monitoring: MonitoringTool | None, agent: str) -> None:
         """Gauges of the present, read just before a scrape."""
         if not gate.degraded:
-            record = await gate.agent(Caller(agent))
-            self.score.labels(agent).set(record.score)
-            current = gate.level(record)
-            for level in PERMISSION_LEVELS:
-                self.level.labels(agent, level).set(1 if level == current else 0)
-            used, limits = await gate.ledger.usage(record.id), gate.limits
-            for window, unit, spent, limit in budget_windows(used, limits):
-                self.budget.labels(agent, window, unit).set(spent / limit if limit else 0)
+            try:
+                await self._governance(gate, agent)
+            except GovernanceUnavailable as exc:  # a backend away mid-run: the other gauges still answer
+                log.warning("governance gauges not refreshed: %s", exc.public_message)
         counts = await self.alert_counts() if self.alert_counts is not None else {}
         for state in ALERT_STATES:
             self.alerts.labels(state).set(counts.get(state, 0))
@@ -90,6 +90,16 @@ class Telemetry:
                     self.up.labels(name).set(1 if last.status == "up" else 0)
                     if last.latency_ms is not None:
                         self.service_latency.labels(name).set(last.latency_ms / 1000)
+
+    async def _governance(self, gate: GovernanceGate, agent: str) -> None:
+        record = await gate.agent(Caller(agent))
+        self.score.labels(agent).set(record.score)
+        current = gate.level(record)
+        for level in PERMISSION_LEVELS:
+            self.level.labels(agent, level).set(1 if level == current else 0)
+        used, limits = await gate.ledger.usage(record.id), gate.limits
+        for window, unit, spent, limit in budget_windows(used, limits):
+            self.budget.labels(agent, window, unit).set(spent / limit if limit else 0)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

@@ -1,5 +1,6 @@
 """A throwaway PostgreSQL server for tests: initdb into a temp directory, run on a free loopback port with
-durability off, hand out fresh databases, stop and delete everything on exit.
+durability off, hand out fresh databases, stop and delete everything on exit. A server of a test's own
+(`running_postgres`) can be stopped and started again on the same port, to test outages and recovery.
 
     from tests.postgres import postgres_url  # noqa: F401  (the session fixture)
 
@@ -25,7 +26,6 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
@@ -63,15 +63,49 @@ _HBA = (
 )
 
 
-@dataclass(frozen=True, slots=True)
 class PostgresServer:
-    port: int
-    directory: Path
+    """One postgres process on an initialised data directory; `stop()` and `start()` keep the port and the
+    data, so clients reconnect to the same databases."""
+
+    def __init__(self, binaries: Path, directory: Path, owner: pwd.struct_passwd | None) -> None:
+        self.binaries = binaries
+        self.directory = directory
+        self.owner = owner
+        self.port = free_port()
+        self.log = directory / "postgres.log"
+        self._process: subprocess.Popen | None = None
 
     @property
     def url(self) -> str:
         """The superuser's URL for the `postgres` maintenance database."""
         return f"postgresql://{SUPERUSER}@127.0.0.1:{self.port}/postgres"
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def start(self) -> None:
+        if self.running:
+            return
+        settings = {**_FAST_SETTINGS, "listen_addresses": "127.0.0.1", "port": str(self.port),
+                    "unix_socket_directories": str(self.directory)}
+        arguments = [str(self.binaries / "postgres"), "-D", str(self.directory / "data")]
+        arguments += [f"-c{name}={value}" for name, value in settings.items()]
+        with open(self.log, "ab") as out:
+            self._process = subprocess.Popen(
+                arguments, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, **_user_options(self.owner)
+            )
+        try:
+            _wait_until_accepting(self._process, self.url, self.log)
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        """Fast shutdown: connected clients are cut off, as when a real server goes away."""
+        if self._process is not None:
+            _shut_down(self._process)
+            self._process = None
 
 
 def postgres_binaries() -> Path | None:
@@ -99,6 +133,7 @@ def running_postgres(binaries: Path) -> Iterator[PostgresServer]:
     postgres user, who cannot enter pytest's private (0700, root-owned) temp tree."""
     directory = Path(tempfile.mkdtemp(prefix="ops-agent-pg-"))
     owner = _server_owner()
+    server = PostgresServer(binaries, directory, owner)
     try:
         if owner is not None:
             os.chown(directory, owner.pw_uid, owner.pw_gid)
@@ -106,23 +141,10 @@ def running_postgres(binaries: Path) -> Iterator[PostgresServer]:
         _run_as(owner, [str(binaries / "initdb"), "-D", str(data), "-U", SUPERUSER, "-A", "trust",
                         "-E", "UTF8", "--locale=C", "--no-sync"], directory / "initdb.log")
         (data / "pg_hba.conf").write_text(_HBA, encoding="utf-8")
-        port = free_port()
-        settings = {**_FAST_SETTINGS, "listen_addresses": "127.0.0.1", "port": str(port),
-                    "unix_socket_directories": str(directory)}
-        arguments = [str(binaries / "postgres"), "-D", str(data)]
-        arguments += [f"-c{name}={value}" for name, value in settings.items()]
-        log = directory / "postgres.log"
-        with open(log, "wb") as out:
-            process = subprocess.Popen(
-                arguments, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, **_user_options(owner)
-            )
-        try:
-            server = PostgresServer(port, directory)
-            _wait_until_accepting(process, server.url, log)
-            yield server
-        finally:
-            _shut_down(process)
+        server.start()
+        yield server
     finally:
+        server.stop()
         shutil.rmtree(directory, ignore_errors=True)
 
 

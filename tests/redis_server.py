@@ -1,5 +1,6 @@
 """A throwaway redis-server for tests: a free loopback port, no persistence, a temp directory; it can be
-stopped and started again on the same port to test degraded mode and recovery.
+stopped and started again on the same port to test degraded mode and recovery (with `persistent=True` its
+data survives that too: an append-only file, fsynced at every write).
 
     from tests.redis_server import redis_url  # noqa: F401  (the session fixture)
 
@@ -52,13 +53,18 @@ def require_redis() -> Path:
 
 
 class RedisServer:
-    """One redis-server process on a fixed port; `stop()` and `start()` keep the port, so clients reconnect."""
+    """One redis-server process on a fixed port; `stop()` and `start()` keep the port, so clients reconnect.
+    Without `persistent` a restart starts empty, as a cache would; with it, as a durable queue must not."""
 
-    def __init__(self, binary: Path, directory: Path, port: int | None = None, password: str | None = None) -> None:
+    def __init__(
+        self, binary: Path, directory: Path, port: int | None = None, password: str | None = None,
+        persistent: bool = False,
+    ) -> None:
         self.binary = binary
         self.directory = directory
         self.port = port or free_port()
         self.password = password
+        self.persistent = persistent
         self.log = directory / "redis.log"
         self._process: subprocess.Popen | None = None
 
@@ -79,7 +85,7 @@ class RedisServer:
             "--port", str(self.port),
             "--bind", "127.0.0.1",
             "--save", "",
-            "--appendonly", "no",
+            *(["--appendonly", "yes", "--appendfsync", "always"] if self.persistent else ["--appendonly", "no"]),
             "--dir", str(self.directory),
             "--daemonize", "no",
             "--logfile", "",
@@ -125,11 +131,13 @@ class RedisServer:
 
 
 @contextmanager
-def running_redis(binary: Path | None = None, password: str | None = None) -> Iterator[RedisServer]:
+def running_redis(
+    binary: Path | None = None, password: str | None = None, *, persistent: bool = False
+) -> Iterator[RedisServer]:
     """Start a server and yield it once it answers PING; stop it and delete its directory on exit."""
     binary = binary or require_redis()
     directory = Path(tempfile.mkdtemp(prefix="ops-agent-redis-"))
-    server = RedisServer(binary, directory, password=password)
+    server = RedisServer(binary, directory, password=password, persistent=persistent)
     try:
         server.start()
         yield server

@@ -125,3 +125,19 @@ async def test_governance_figures_raise_the_seeds_alerts(agent, sinks):
     await evaluator.cycle(time.time())
     firing = {a.rule_name for a in (await call(agent, "get_active_alerts")).alerts}
     assert firing == {"governance_budget_80", "governance_permission_denied"}
+
+
+async def test_a_built_in_rule_with_a_replaced_condition_is_moved_to_todays(agent):
+    from ops_agent.tools.alerts.governance_watch import BUILT_IN_RULES, GovernanceWatch
+
+    tool = agent.alerts
+    old = "increase(governance_permission_denied_total[5m]) > 0"  # as a store written before holds it
+    rule = await tool.update_alert_rule("governance_permission_denied", severity="high")
+    await tool.store.save_rule(rule.model_copy(update={"condition": old}))
+    await GovernanceWatch(agent.gate, tool.sources.series, agent.settings.governance.agent_name).install_rules(tool)
+    rule = await tool.store.rule("governance_permission_denied")
+    assert rule.condition == dict((n, c) for n, c, _ in BUILT_IN_RULES)["governance_permission_denied"]
+    assert rule.severity == "high"  # only the condition is moved
+    await tool.update_alert_rule("governance_permission_denied", condition="sum(governance_permissions_denied[1m]) > 2")
+    await GovernanceWatch(agent.gate, tool.sources.series, agent.settings.governance.agent_name).install_rules(tool)
+    assert (await tool.store.rule("governance_permission_denied")).condition.endswith("> 2")  # an engineer's edit stays

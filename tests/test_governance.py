@@ -204,6 +204,21 @@ async def test_spent_budget_refuses_action_costs_ten_once_and_still_allows_reads
     assert record["tool"] == "test_deploy"
 
 
+async def test_near_a_limit_every_check_reads_the_spend_of_other_processes(services, caller):
+    # Far from every limit the pre-check may use a figure up to a second old; from 80% on it reads the
+    # ledger each time, so spend booked by another process (here: straight into the ledger) refuses at once.
+    ran: list = []
+    services.registry.register(deploy_spec(ran))
+    agent = await services.gate.agent(caller)
+    limit = services.gate.limits.hourly_tokens
+    await services.gate.ledger.record(agent.id, limit * 85 // 100, 0, "test")
+    await services.registry.invoke(caller, "test_deploy", {"environment": "preview"})
+    await services.gate.ledger.record(agent.id, limit, 0, "test")
+    with pytest.raises(BudgetExceeded, match="hourly tokens"):
+        await services.registry.invoke(caller, "test_deploy", {"environment": "preview"})
+    assert len(ran) == 1
+
+
 async def test_concurrent_reservations_never_overspend(services, caller):
     agent = await services.gate.agent(caller)
     limits = BudgetLimits(hourly_tokens=1000, daily_tokens=10_000, hourly_usd_micros=10**9, daily_usd_micros=10**9)

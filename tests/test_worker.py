@@ -16,10 +16,14 @@ import httpx2
 import pytest
 from redis.asyncio import Redis
 
-from ops_agent.config import ServiceCheck
-from ops_agent.errors import InvalidArguments
+from ops_agent.config import ServiceCheck, load_settings
+from ops_agent.errors import ConfigError, InvalidArguments
+from ops_agent.governance import Caller
 from ops_agent.services import Services, open_services
+from ops_agent.ooda.loop import step_key
 from ops_agent.worker import SideEffectInProgress, TaskQueue, Worker
+from sandbox.notify import NotifySinks, SinksConfig
+from sandbox.vercel import EmulatorConfig, VercelEmulator
 from tests.conftest import make_settings
 from tests.redis_server import redis_server, redis_url  # noqa: F401  (session fixtures)
 
@@ -111,19 +115,44 @@ async def test_dead_consumer_tasks_are_reclaimed_and_run_once(tmp_path, redis_ur
     assert any("Reclaimed task" in r.getMessage() and "delivery 2" in r.getMessage() for r in caplog.records)
 
 
-async def test_failing_task_is_dead_lettered_with_an_event(tmp_path, redis_url, queue):  # noqa: F811
-    # A database path that is a directory: governance is unavailable, so execute_task is refused as
-    # infrastructure trouble (GovernanceUnavailable): retried, then dead-lettered after max_deliveries.
+async def test_an_outage_is_retried_without_counting_and_never_dead_letters(tmp_path, redis_url, queue):  # noqa: F811
+    # A database path that is a directory: governance is unavailable, so execute_task is refused as an
+    # outage (GovernanceUnavailable). It is handed back again and again, far past max_deliveries (3), and
+    # never dead-lettered; once governance works, the task runs.
+    task_id = await queue.submit(TASK)
     async with opened(tmp_path, redis_url, db=tmp_path) as services:
         assert services.gate.degraded
-        task_id = await queue.submit(TASK)
+        worker = Worker(services, queue, poll_delay_s=0.01, retry_defer_ms=10)
+        running = asyncio.create_task(worker.run())
+        while worker.retried < 5:
+            await asyncio.sleep(0.02)
+        worker.stop()
+        await asyncio.wait_for(running, 5)
+        assert worker.dead_lettered == 0 and worker.completed == 0
+    [pending] = await queue.redis.xpending_range(queue.keys.stream, queue.group, min="-", max="+", count=10)
+    assert pending["times_delivered"] <= 1  # outage deliveries do not count
+    assert await queue.dead_letters() == [] and await queue.events() == []
+    async with opened(tmp_path, redis_url) as services:
         worker = burst(services, queue)
         await asyncio.wait_for(worker.run(), 10)
-        assert worker.retried == 2 and worker.dead_lettered == 1 and worker.completed == 0
+    assert worker.completed == 1 and (await queue.result(task_id))["status"] == "completed"
+
+
+async def test_a_task_that_keeps_killing_its_worker_is_dead_lettered_with_an_event(tmp_path, redis_url, queue):  # noqa: F811
+    task_id = await queue.submit(TASK)
+    for delivery in range(1, queue.max_deliveries + 1):  # each delivery's worker dies holding it
+        while not (taken := await queue.read(f"dies-{delivery}", 1)):
+            await asyncio.sleep(0.05)  # claimable once idle for claim_idle_ms
+        assert taken[0].deliveries == delivery
+    await asyncio.sleep(queue.claim_idle_ms / 1000 + 0.05)
+    async with opened(tmp_path, redis_url) as services:
+        worker = burst(services, queue)
+        await asyncio.wait_for(worker.run(), 10)
+        assert worker.completed == 0 and await runs_of(services, task_id) == 0
     assert await queue.result(task_id) is None
     assert await queue.pending_count() == 0 and await queue.backlog() == 0
     [dead] = await queue.dead_letters()
-    assert dead["task_id"] == task_id and dead["deliveries"] == "3" and "governance unavailable" in dead["error"]
+    assert dead["task_id"] == task_id and dead["deliveries"] == "4" and "without finishing" in dead["error"]
     [event] = await queue.events()
     assert event["type"] == "task_dead_lettered" and event["task_id"] == task_id and event["severity"] == "critical"
 
@@ -146,36 +175,119 @@ async def test_redelivery_after_completion_does_not_run_again(tmp_path, redis_ur
         worker = burst(services, queue)
         await asyncio.wait_for(worker.run(), 10)
         assert worker.skipped == 1 and worker.completed == 0
-        # A worker that finished the run but died before storing the result and acknowledging: the run is
-        # marked done, so the reclaiming worker acknowledges without running it.
-        second = await queue.submit(TASK)
-        await queue.read("worker-that-dies", 1)
-        async with queue.once(f"task:{second}") as first:
-            assert first
-        worker = burst(services, queue)
-        await asyncio.wait_for(worker.run(), 10)
-        assert worker.skipped == 1 and worker.completed == 0
-        assert await runs_of(services, task_id) == 1 and await runs_of(services, second) == 0
+        assert await runs_of(services, task_id) == 1
         assert await queue.pending_count() == 0
 
 
-async def test_once_guards_a_side_effect(queue):
-    async with queue.once("deploy:abc") as first:
-        assert first
-        with pytest.raises(SideEffectInProgress):  # another worker while it runs
-            async with queue.once("deploy:abc"):
-                pass
-    async with queue.once("deploy:abc") as first:
-        assert not first  # done: never again
+async def test_a_task_held_by_a_live_worker_is_not_started_twice(tmp_path, redis_url, queue):  # noqa: F811
+    task_id = await queue.submit(TASK)
+    await queue.submit(TASK, task_id=task_id)  # a duplicate entry of the same task
+    assert await queue.begin(task_id, "another-worker") == "run"
+    assert await queue.begin(task_id, "me") == "busy"
+    async with opened(tmp_path, redis_url) as services:
+        worker = Worker(services, queue, poll_delay_s=0.01, retry_defer_ms=20)
+        running = asyncio.create_task(worker.run())
+        while worker.retried < 2:
+            await asyncio.sleep(0.02)
+        assert await runs_of(services, task_id) == 0  # busy elsewhere: handed back, not run
+        worker.stop()
+        await asyncio.wait_for(running, 5)
+
+
+DEPLOY_TASK = "deploy demo-app to preview"
+
+
+@asynccontextmanager
+async def deploying(tmp_path: Path, redis_url: str, emulator: VercelEmulator, name: str):  # noqa: F811
+    """Services (each with its own database, as on another machine) that deploy to the Vercel emulator."""
+    (tmp_path / name).mkdir()
+    settings = make_settings(tmp_path / name, REDIS_URL=redis_url, VERCEL_TOKEN=emulator.token)
+    vercel = settings.vercel.model_copy(
+        update={"api_url": emulator.base_url, "team_id": emulator.team_id, "poll_interval_s": 0.02,
+                "projects": ["demo-app"]}
+    )
+    async with open_services(settings.model_copy(update={"vercel": vercel}), background=False) as services:
+        yield services
+
+
+@pytest.fixture
+async def emulator() -> AsyncIterator[VercelEmulator]:
+    async with VercelEmulator(EmulatorConfig(build_time_s=0.05, seed=3, rate_limit=100_000)) as emu:
+        yield emu
+
+
+async def test_a_redelivered_task_replays_its_deploy_step_instead_of_deploying_again(
+    tmp_path, redis_url, queue, emulator  # noqa: F811
+):
+    task_id = await queue.submit(DEPLOY_TASK)
+    [taken] = await queue.read("worker-that-dies", 1)
+    async with deploying(tmp_path, redis_url, emulator, "a") as services:
+        # The dying worker ran the task (its deploy step completed and was kept), then died before
+        # storing the result or acknowledging.
+        services.loop.step_guard = queue
+        caller = Caller(services.settings.governance.agent_name, via="worker", task_id=task_id)
+        first = await services.registry.invoke(caller, "execute_task", {"task": DEPLOY_TASK})
+        assert first.status == "completed" and len(emulator.state.deployments) == 1
+    async with deploying(tmp_path, redis_url, emulator, "b") as services:
+        worker = burst(services, queue)
+        await asyncio.wait_for(worker.run(), 10)
+    assert worker.completed == 1
+    report = await queue.result(task_id)
+    assert report["status"] == "completed" and report["deployment_url"] == first.deployment_url
+    assert len(emulator.state.deployments) == 1  # replayed, not deployed again
+
+
+async def test_the_deploy_key_catches_a_step_whose_worker_died_before_keeping_it(
+    tmp_path, redis_url, queue, emulator  # noqa: F811
+):
+    # The worst moment: Vercel created the deployment, and the worker died before the step was kept
+    # (the step's lease lapsed). The step runs again, on another machine, and the deploy's idempotency key
+    # (the step's key, in the deployment's meta) finds the first deployment instead of creating one.
+    task_id = "task-died-mid-step"
+    async with deploying(tmp_path, redis_url, emulator, "a") as services:
+        services.loop.step_guard = queue
+        caller = Caller(services.settings.governance.agent_name, via="worker", task_id=task_id)
+        first = await services.registry.invoke(caller, "execute_task", {"task": DEPLOY_TASK})
+    [kept] = [key async for key in queue.redis.scan_iter(match=queue.keys.once("*"))]
+    await queue.redis.delete(kept)
+    async with deploying(tmp_path, redis_url, emulator, "b") as services:
+        services.loop.step_guard = queue
+        caller = Caller(services.settings.governance.agent_name, via="worker", task_id=task_id)
+        again = await services.registry.invoke(caller, "execute_task", {"task": DEPLOY_TASK})
+    assert again.status == "completed" and again.steps[0].output["reused"] is True
+    assert again.deployment_url == first.deployment_url and len(emulator.state.deployments) == 1
+
+
+async def test_run_once_keeps_the_result_and_guards_a_running_step(queue):
+    calls = []
+
+    async def step() -> str:
+        calls.append(1)
+        return '{"id": "dpl_1"}'
+
+    assert await queue.run_once("deploy:abc", step) == ('{"id": "dpl_1"}', True)
+    assert await queue.run_once("deploy:abc", step) == ('{"id": "dpl_1"}', False)  # done: kept, not run
+    assert len(calls) == 1
+
+    async def fails() -> str:
+        raise RuntimeError("failed half way")
+
     with pytest.raises(RuntimeError):
-        async with queue.once("notify:xyz") as first:
-            raise RuntimeError("failed half way")
-    async with queue.once("notify:xyz", lease_ms=300) as first:
-        assert first  # a failed step is not marked done
-        await asyncio.sleep(0.4)  # the lease is renewed while the body runs
-        with pytest.raises(SideEffectInProgress):
-            async with queue.once("notify:xyz"):
-                pass
+        await queue.run_once("notify:xyz", fails)
+    started, release = asyncio.Event(), asyncio.Event()
+
+    async def slow() -> str:
+        started.set()
+        await release.wait()
+        return "sent"
+
+    running = asyncio.create_task(queue.run_once("notify:xyz", slow, lease_ms=300))  # a failed step runs again
+    await started.wait()
+    await asyncio.sleep(0.4)  # the lease is renewed while the step runs
+    with pytest.raises(SideEffectInProgress):  # another worker meanwhile
+        await queue.run_once("notify:xyz", step)
+    release.set()
+    assert await running == ("sent", True)
 
 
 async def test_long_task_is_not_reclaimed_from_a_live_worker(tmp_path, redis_url, queue):  # noqa: F811
@@ -264,3 +376,40 @@ def test_cli_submit_worker_and_sigterm(tmp_path):
             _, stderr = daemon.communicate(timeout=15)
         assert daemon.returncode == 0, stderr
         assert "stopping: no new tasks" in stderr and "1 completed" in stderr
+
+
+async def test_a_notification_step_carries_its_step_key_so_a_rerun_sends_nothing_new(tmp_path):
+    # Without the Redis step guard too: the step key becomes the notification's idempotency key, and the
+    # durable outbox delivers a notification id once.
+    with NotifySinks(SinksConfig(slack_rate_per_s=None)) as sinks:
+        settings = make_settings(tmp_path, SLACK_WEBHOOK_URL=sinks.slack_url)
+        async with open_services(settings, background=True) as services:
+            caller = Caller(settings.governance.agent_name, via="worker", task_id="task-notify-1")
+            task = {"task": 'notify the team on slack "deploy finished"'}
+            first = await services.registry.invoke(caller, "execute_task", task)
+            again = await services.registry.invoke(caller, "execute_task", task)
+        [step], [step_again] = first.steps, again.steps
+        assert step.ok and step_again.ok
+        assert step.output["notification_id"] == step_again.output["notification_id"]
+        assert step.output["notification_id"] == step_key("task-notify-1", "send_notification", step.arguments)
+        assert len(sinks.messages("slack")) == 1
+
+
+def test_queue_and_worker_settings_come_from_the_config_file(tmp_path):
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        "redis:\n  prefix: 'staging:'\n"
+        "queue:\n  group: night\n  concurrency: 3\n  max_deliveries: 7\n  claim_idle_s: 12\n  retry_delay_s: 0.5\n"
+        "  stop_timeout_s: 9\n  result_ttl_s: 3600\n"
+    )
+    settings = load_settings(config, environ={})
+    queue = TaskQueue.from_settings(Redis(), settings)
+    assert (queue.keys.stream, queue.group, queue.max_deliveries, queue.claim_idle_ms, queue.result_ttl_s) == (
+        "staging:queue:tasks", "night", 7, 12_000, 3600)
+    with pytest.raises(ConfigError, match=r"queue\.max_deliveries.*greater than or equal to 1"):
+        load_settings(environ={}, path=_write(tmp_path / "bad.yaml", "queue:\n  max_deliveries: 0\n"))
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path

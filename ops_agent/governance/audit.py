@@ -133,16 +133,19 @@ _VERIFY_PAGE = 1000
 def _row(record: AuditRecord) -> tuple:
     """The record's column values, each already of its column's type, so what is stored reads back (and
     hashes) exactly as written."""
-    values = asdict(record)
-    values["arguments"] = json.dumps(values["arguments"], default=str, sort_keys=True)
-    for name, value in values.items():
-        if name in _REAL:
-            values[name] = float(value) + 0.0  # + 0.0 turns -0.0, which SQLite may store as 0, into 0.0
+    values = []
+    for name in _COLUMNS:  # getattr, not asdict: asdict deep-copies the arguments
+        value = getattr(record, name)
+        if name == "arguments":
+            value = json.dumps(value, default=str, sort_keys=True)
+        elif name in _REAL:
+            value = float(value) + 0.0  # + 0.0 turns -0.0, which SQLite may store as 0, into 0.0
         elif name in _INTEGER:
-            values[name] = int(value)
+            value = int(value)
         elif value is not None:
-            values[name] = str(value)
-    return tuple(values[name] for name in _COLUMNS)
+            value = str(value)
+        values.append(value)
+    return tuple(values)
 
 
 def _record_hash(fields: dict[str, Any]) -> str:
@@ -174,6 +177,7 @@ class SqliteAuditLog:
         self.batch_window_s = batch_window_s
         self.batch_size = batch_size
         self._pending: list[AuditRecord] = []
+        self._flushing = asyncio.Lock()
         self._flusher: asyncio.Task | None = None
 
     async def migrate(self) -> None:
@@ -197,8 +201,11 @@ class SqliteAuditLog:
         await self.flush()
 
     async def flush(self) -> None:
-        batch, self._pending = self._pending, []
-        if batch:
+        # Group commit: records appended while a batch is written wait here and go in the next batch together.
+        async with self._flushing:
+            batch, self._pending = self._pending, []
+            if not batch:
+                return
             try:
                 rows = [_row(record) for record in batch]
                 await self.db.write(lambda conn: _insert_chained(conn, rows))

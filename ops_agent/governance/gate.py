@@ -8,6 +8,14 @@ do not score one by one: the task's outcome scores once (`task_outcome`).
 Degraded mode: when the governance store cannot be opened or the agent cannot register, the gate keeps
 budgets in process memory, writes audit records to the log, and allows only read actions, refusing the
 rest with a clear reason. `governance.fail_open: true` restores the seed's unconstrained behaviour.
+
+Mid-run, the same rule holds call by call. When the reputation store or the cost ledger raises
+`GovernanceUnavailable` while a call is checked, a read still runs (permission checked against the last
+agent record seen, however old, if there is one), and anything else is refused with that reason
+(`denied_degraded`) unless `fail_open`. Nothing is remembered about the outage: the next call asks the
+backend again, so the gate recovers as soon as it is back, without a restart or a background task. A
+reputation event or a settle that fails *after* the work ran is logged and dropped, so it never turns a
+result into an error (an unsettled reservation stays held until its lease books the worst case).
 """
 
 from __future__ import annotations
@@ -28,7 +36,7 @@ from ops_agent.errors import (
     ToolFailed,
 )
 from ops_agent.governance.audit import AuditLog, AuditRecord
-from ops_agent.governance.ledger import BudgetLimits, BudgetUsage, CostLedger
+from ops_agent.governance.ledger import BudgetLimits, BudgetUsage, CostLedger, budget_windows
 from ops_agent.governance.policy import CONSEQUENTIAL, FREE, ActionRule, PolicyTable
 from ops_agent.governance.reputation import AgentRecord, EventType, ReputationStore
 from ops_agent.redact import Redactor
@@ -77,9 +85,11 @@ class GovernanceGate:
         self.redactor = redactor
         self.degraded_reason = degraded_reason
         self.fail_open = fail_open
-        # Agent records are re-read at most every cache_ttl_s, so another process's score changes show up.
-        self._cache_ttl_s = cache_ttl_s
+        # Agent records (and budget usage far from a limit) are re-read at most every cache_ttl_s, so another
+        # process's changes show up.
+        self.cache_ttl_s = cache_ttl_s
         self._agents: dict[str, tuple[float, AgentRecord]] = {}
+        self._usage_cache: dict[str, tuple[float, BudgetUsage]] = {}
         self._refreshing: dict[str, asyncio.Future[AgentRecord]] = {}
         self._budget_penalised: dict[str, float] = {}
         self.observers: list[Callable[[AuditRecord], None]] = []  # e.g. Telemetry.observe
@@ -100,7 +110,7 @@ class GovernanceGate:
 
     async def agent(self, caller: Caller) -> AgentRecord:
         cached = self._agents.get(caller.agent)
-        if cached and time.monotonic() - cached[0] < self._cache_ttl_s:
+        if cached and time.monotonic() - cached[0] < self.cache_ttl_s:
             return cached[1]
         # One refresh per agent at a time; concurrent callers share it instead of queueing their own.
         refresh = self._refreshing.get(caller.agent)
@@ -162,12 +172,10 @@ class GovernanceGate:
         agent: AgentRecord | None = None
         try:
             if self.degraded:
-                self._check_degraded(rule, record)
+                reason = f"governance unavailable ({self.degraded_reason}): only read-only actions are allowed"
+                self._check_degraded(rule, record, reason)
             else:
-                agent = await self.agent(caller)
-                record.agent_id = agent.id
-                await self._check_budget(caller, agent, rule, record)
-                await self._check_permission(caller, agent, rule, record)
+                agent = await self._check(caller, rule, record)
             try:
                 result = await execute()
             except OpsAgentError as exc:
@@ -192,24 +200,65 @@ class GovernanceGate:
                     await self._event(agent, "task_success" if success else "task_failure", f"{tool} ({action})")
             await self._audit(record, durable=durable or record.decision != "allowed")
 
-    def _check_degraded(self, rule: ActionRule, record: AuditRecord) -> None:
+    async def _check(self, caller: Caller, rule: ActionRule, record: AuditRecord) -> AgentRecord | None:
+        """Budget, then permission. A backend that went away turns this one call degraded (see the module
+        docstring): the agent is then the last one seen, or None, and only a read (anything, with fail_open)
+        gets past the budget check."""
+        agent = self._last_seen(caller)
+        try:
+            agent = await self.agent(caller)
+            record.agent_id = agent.id
+            await self._check_budget(caller, agent, rule, record)
+        except GovernanceUnavailable as exc:
+            unavailable = self.redactor.text(exc.public_message)
+            if rule.kind != "read":
+                what = "runs UNCONSTRAINED (fail_open)" if self.fail_open else "refused"
+                log.warning("⚠️ %s; %s %s", unavailable, record.tool, what)
+            self._check_degraded(rule, record, f"{unavailable}; only read-only actions are allowed until it is back")
+        if agent is not None:
+            record.agent_id = agent.id
+            await self._check_permission(caller, agent, rule, record)
+        return agent
+
+    def _check_degraded(self, rule: ActionRule, record: AuditRecord, reason: str) -> None:
+        """Degraded: a read runs (anything does, with fail_open); the rest is refused with `reason`."""
         if self.fail_open or rule.kind == "read":
             return
         record.decision, record.outcome = "denied_degraded", "refused"
-        record.error = f"governance unavailable ({self.degraded_reason}): only read-only actions are allowed"
-        raise GovernanceUnavailable(record.error)
+        record.error = reason
+        raise GovernanceUnavailable(reason)
+
+    def _last_seen(self, caller: Caller) -> AgentRecord | None:
+        cached = self._agents.get(caller.agent)
+        return cached[1] if cached else None
 
     async def _check_budget(self, caller: Caller, agent: AgentRecord, rule: ActionRule, record: AuditRecord) -> None:
         # Reads and records cost nothing, so even a spent budget does not stop an engineer from looking.
         if rule.kind in FREE:
             return
-        problems = self.limits.problems(await self.ledger.usage(agent.id))
+        problems = self.limits.problems(await self._usage(agent.id))
         if problems:
             record.decision, record.outcome = "denied_budget", "refused"
             record.error = "budget exceeded: " + "; ".join(problems)
             await self._penalise_budget(agent, record.error)
             raise BudgetExceeded(record.error)
         log.info("✅ Budget check passed for %s", f"task {caller.task_id}" if caller.task_id else record.tool)
+
+    async def _usage(self, agent_id: str) -> BudgetUsage:
+        """Usage for the pre-check, re-read at most every cache_ttl_s while below 80% of every limit: far from
+        a limit, a second-old figure refuses nothing it should, and near one every check reads the ledger.
+        (LLM spending is reserved atomically in the ledger, never judged from this figure.)"""
+        now = time.monotonic()
+        cached = self._usage_cache.get(agent_id)
+        if cached and now - cached[0] < self.cache_ttl_s:
+            return cached[1]
+        usage = await self.ledger.usage(agent_id)
+        fractions = [spent / limit for _, _, spent, limit in budget_windows(usage, self.limits) if limit]
+        if max(fractions, default=0.0) < 0.8:
+            self._usage_cache[agent_id] = (now, usage)
+        else:
+            self._usage_cache.pop(agent_id, None)
+        return usage
 
     async def _check_permission(
         self, caller: Caller, agent: AgentRecord, rule: ActionRule, record: AuditRecord
@@ -233,29 +282,49 @@ class GovernanceGate:
     # -- LLM spend and task outcomes --------------------------------------------------------------------
 
     async def reserve(self, caller: Caller, tokens: int, micros: int) -> int | None:
-        """Hold the worst case of one LLM request against the caller's budget; None in degraded mode."""
+        """Hold the worst case of one LLM request against the caller's budget. None when the ledger is away
+        and fail_open lets the request go unreserved."""
         if self.degraded and not self.fail_open:
             raise GovernanceUnavailable(f"governance unavailable ({self.degraded_reason}): no LLM spending")
-        agent = await self.agent(caller)
         try:
+            agent = await self.agent(caller)
+            self._usage_cache.pop(agent.id, None)  # spending moves the figure
             reservation = await self.ledger.reserve(agent.id, tokens, micros, self.limits)
         except BudgetExceeded as exc:
             await self._penalise_budget(agent, exc.public_message)
             raise
+        except GovernanceUnavailable as exc:
+            if not self.fail_open:
+                raise
+            log.warning("⚠️ %s; LLM request UNRESERVED (fail_open)", self.redactor.text(exc.public_message))
+            return None
         log.info("✅ Budget check passed for task %s", caller.task_id or "-")
         return reservation
 
     async def settle(self, reservation: int | None, tokens: int, micros: int, model: str) -> None:
-        if reservation is not None:
+        """Replace the reservation by the real usage. If the ledger is away the reply is still used: the
+        reservation stays held, and its lease books the worst case, so the budget errs on the safe side."""
+        if reservation is None:
+            return
+        try:
             await self.ledger.settle(reservation, tokens, micros, model)
+        except GovernanceUnavailable as exc:
+            log.warning("⚠️ reservation %s not settled: %s", reservation, self.redactor.text(exc.public_message))
 
     async def usage(self, caller: Caller) -> BudgetUsage:
         return await self.ledger.usage((await self.agent(caller)).id)
 
     async def task_outcome(self, caller: Caller, success: bool, reason: str) -> None:
-        """Score a task that ran consequential steps: once, +2 or -3."""
-        if not self.degraded:
-            await self._event(await self.agent(caller), "task_success" if success else "task_failure", reason)
+        """Score a task that ran consequential steps: once, +2 or -3. Never fails the task (see `_event`)."""
+        if self.degraded:
+            return
+        event: EventType = "task_success" if success else "task_failure"
+        try:
+            agent = await self.agent(caller)
+        except GovernanceUnavailable as exc:
+            log.warning("⚠️ reputation event %s not recorded: %s", event, self.redactor.text(exc.public_message))
+            return
+        await self._event(agent, event, reason)
 
     async def reject(self, caller: Caller, tool: str, arguments: Any, error: str) -> None:
         """Audit a call that never reached the gate (unknown tool, invalid arguments)."""
@@ -287,7 +356,13 @@ class GovernanceGate:
             await self._event(agent, "budget_exceeded", reason)
 
     async def _event(self, agent: AgentRecord, event: EventType, reason: str) -> None:
-        updated = await self.reputation.record_event(agent.id, event, reason)
+        """Record a reputation event. With the store away the event is logged and dropped: the call or task
+        it scores has already run (or been refused), and that result must not change."""
+        try:
+            updated = await self.reputation.record_event(agent.id, event, reason)
+        except GovernanceUnavailable as exc:
+            log.warning("⚠️ reputation event %s not recorded: %s", event, self.redactor.text(exc.public_message))
+            return
         self._agents[updated.name] = (time.monotonic(), updated)
         log.info("✅ Recorded reputation event: %s", event)
 

@@ -51,6 +51,7 @@ def token_usage(usage: Any) -> TokenUsage:
 
 class ClaudePlanner:
     name = "claude"
+    uses_snapshot = True
 
     def __init__(
         self, client: anthropic.AsyncAnthropic, registry: ToolRegistry, gate: GovernanceGate, llm: LLMSettings

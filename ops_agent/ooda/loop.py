@@ -4,25 +4,32 @@ Every call the planner asks for goes through `ToolRegistry.invoke`, so through t
 caller's identity and the task's id. The loop itself refuses an exact repeat of an earlier call (the
 model gets the refusal as an error result) and stops at the step cap, forcing a final answer on the
 last step. A task that ran consequential steps scores once on the caller's reputation.
+
+Side-effecting steps carry an idempotency key made from the task id, the tool and its arguments: a tool
+that takes one (`ToolSpec.idempotency_field`, e.g. deploy's `idempotency_key`) gets it, and with a
+`step_guard` (the worker sets the Redis queue) the step runs once across deliveries of the task, a
+redelivery replaying the result kept from the first run.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
 import uuid
-from typing import Any, Literal
+from collections.abc import Awaitable, Callable
+from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, Field
 
-from ops_agent.errors import GovernanceRefusal, OpsAgentError
+from ops_agent.errors import GovernanceRefusal, GovernanceUnavailable, OpsAgentError
 from ops_agent.governance.gate import Caller, GovernanceGate
 from ops_agent.governance.policy import CONSEQUENTIAL
 from ops_agent.ooda.planner import Act, Decision, Finish, Observation, Planner, StepResult, ToolCall
 from ops_agent.registry import ProgressCallback, ToolRegistry
 
-__all__ = ["Step", "TaskLoop", "TaskReport"]
+__all__ = ["Step", "StepGuard", "TaskLoop", "TaskReport", "step_key"]
 
 log = logging.getLogger("ops_agent.ooda")
 
@@ -61,6 +68,18 @@ class TaskReport(BaseModel):
     recommendations: list[str] = Field(default_factory=list)
 
 
+class StepGuard(Protocol):
+    async def run_once(self, key: str, step: Callable[[], Awaitable[str]]) -> tuple[str, bool]:
+        """Run `step` once for `key`: (its result, True), or (the result kept from before, False)."""
+        ...
+
+
+def step_key(task_id: str, tool: str, arguments: dict[str, Any]) -> str:
+    """The idempotency key of one step: the same call in the same task has the same key on every delivery."""
+    call = json.dumps([task_id, tool, arguments], sort_keys=True, default=str)
+    return "step-" + hashlib.sha256(call.encode()).hexdigest()[:32]
+
+
 class TaskLoop:
     def __init__(
         self,
@@ -76,6 +95,7 @@ class TaskLoop:
         self.gate = gate
         self.max_steps = max_steps
         self.facts = facts or {}
+        self.step_guard: StepGuard | None = None
 
     async def facts_for(self, caller: Caller) -> dict[str, Any]:
         facts = dict(self.facts)
@@ -87,7 +107,7 @@ class TaskLoop:
         """Cheap context for planning; each read goes through the gate like any call."""
         facts = await self.facts_for(caller)
         snapshot: dict[str, Any] = {}
-        if self.registry.get("get_system_metrics"):
+        if self.planner.uses_snapshot and self.registry.get("get_system_metrics"):
             try:
                 metrics = await self.registry.invoke(caller, "get_system_metrics", {})
                 snapshot["system_metrics"] = metrics.model_dump(mode="json")
@@ -139,6 +159,8 @@ class TaskLoop:
             else:
                 report.summary = f"stopped at the step cap ({self.max_steps}) before the planner finished"
                 report.status = "partial" if any(step.ok for step in report.steps) else "failed"
+        except GovernanceUnavailable:
+            raise  # an outage, not the task's answer: a queued task is retried, its done steps replayed
         except GovernanceRefusal as exc:
             report.status, report.summary = "refused", exc.public_message
         except OpsAgentError as exc:
@@ -163,8 +185,38 @@ class TaskLoop:
         spec = self.registry.get(call.tool)
         if spec is None or not spec.planner_visible:  # e.g. execute_task: a task may not start a task
             return StepResult(call, ok=False, error=f"tool {call.tool!r} is not available to the planner")
+        if spec.annotations.read_only_hint or caller.task_id is None:
+            return await self._invoke(caller, call, spec, call.arguments)
+        idempotency = step_key(caller.task_id, call.tool, call.arguments)
+        arguments = call.arguments
+        if spec.idempotency_field and not arguments.get(spec.idempotency_field):
+            arguments = {**arguments, spec.idempotency_field: idempotency}
+        if self.step_guard is None:
+            return await self._invoke(caller, call, spec, arguments)
+        failed: list[StepResult] = []
+
+        async def step() -> str:
+            result = await self._invoke(caller, call, spec, arguments)
+            if not result.ok:  # not kept: a redelivery tries a failed step again (its own key guards it)
+                failed.append(result)
+                raise _StepFailed
+            return json.dumps({"output": result.output, "summary": result.summary})
+
         try:
-            output = await self.registry.invoke(caller, call.tool, call.arguments)
+            kept, first = await self.step_guard.run_once(idempotency, step)
+        except _StepFailed:
+            return failed[0]
+        if not first:
+            log.info("step %s of task %s already ran in an earlier delivery: its result is replayed",
+                     call.tool, caller.task_id)
+        done = json.loads(kept)
+        return StepResult(call, ok=True, output=done["output"], summary=done["summary"])
+
+    async def _invoke(self, caller: Caller, call: ToolCall, spec: Any, arguments: dict[str, Any]) -> StepResult:
+        try:
+            output = await self.registry.invoke(caller, call.tool, arguments)
+        except GovernanceUnavailable:
+            raise
         except OpsAgentError as exc:
             return StepResult(call, ok=False, error=exc.public_message)
         summary = spec.summarize(output) if spec.summarize else None
@@ -173,6 +225,10 @@ class TaskLoop:
     def _is_consequential(self, tool: str) -> bool:
         spec = self.registry.get(tool)
         return spec is not None and any(self.gate.policy.rule(a).kind in CONSEQUENTIAL for a in spec.actions)
+
+
+class _StepFailed(Exception):
+    """A guarded step ended in a refusal or an error: nothing is kept for it."""
 
 
 def _overall(report: TaskReport) -> Literal["completed", "partial", "failed"]:

@@ -71,5 +71,6 @@ class PlannerSession(Protocol):
 
 class Planner(Protocol):
     name: str
+    uses_snapshot: bool  # False: the loop skips gathering `Observation.snapshot` for it
 
     def session(self, task: str, priority: str, observation: Observation, caller: Caller) -> PlannerSession: ...

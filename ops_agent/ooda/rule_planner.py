@@ -8,6 +8,7 @@ names something the tool cannot act on are reported back as not understood, neve
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -44,6 +45,7 @@ class _Clause:
 
 class RulePlanner:
     name = "rules"
+    uses_snapshot = False  # it plans from the words and the facts alone
 
     def __init__(self, registry: ToolRegistry) -> None:
         self.registry = registry
@@ -95,7 +97,7 @@ class RulePlanner:
         for spec in specs:
             for intent in spec.intents:
                 for pattern in intent.patterns:
-                    if (match := re.search(pattern, text, re.I)) and (best is None or len(match[0]) > best[0]):
+                    if (match := _compiled(pattern).search(text)) and (best is None or len(match[0]) > best[0]):
                         best = (len(match[0]), spec, intent)
         if best is None:
             return _Clause(text, problem="no match")
@@ -104,6 +106,11 @@ class RulePlanner:
         if isinstance(arguments, str):
             return _Clause(text, problem=arguments)
         return _Clause(text, calls=[ToolCall(spec.name, args) for args in arguments])
+
+
+@functools.lru_cache(maxsize=1024)
+def _compiled(pattern: str) -> re.Pattern[str]:
+    return re.compile(pattern, re.I)
 
 
 def _trimmed(clause: str) -> str:

@@ -4,7 +4,8 @@
     {prefix}queue:dead                  dead-letter stream: tasks that failed `max_deliveries` times
     {prefix}queue:submitted:{key}       string: idempotency key of a submit -> its task id (TTL)
     {prefix}task:result:{task_id}       string: the task's report as JSON (TTL)
-    {prefix}once:{key}                  string: "running:<token>" while a side effect runs (lease), "done" after
+    {prefix}task:lock:{task_id}         string: token of the worker running the task (lease, renewed while it runs)
+    {prefix}once:{key}                  string: "running:<token>" while a step runs (lease), "done:<its result>" after
     {prefix}events                      stream of events for the alert pipeline (e.g. task_dead_lettered)
 
 The prefix defaults to "ops:" and is configurable, so several deployments (or tests) can share one Redis.
@@ -23,9 +24,9 @@ __all__ = [
     "DEFAULT_ONCE_TTL_S",
     "DEFAULT_PREFIX",
     "DEFAULT_RESULT_TTL_S",
+    "DEFAULT_RETRY_DELAY_MS",
     "DEFAULT_SUBMIT_KEY_TTL_S",
     "EVENTS_MAXLEN",
-    "STREAM_MAXLEN",
     "QueueKeys",
 ]
 
@@ -37,7 +38,7 @@ DEFAULT_RESULT_TTL_S = 7 * 86400
 DEFAULT_SUBMIT_KEY_TTL_S = 86400
 DEFAULT_ONCE_TTL_S = 7 * 86400  # how long a completed side effect is remembered
 DEFAULT_ONCE_LEASE_MS = 30_000  # a running side effect's lease, renewed while it runs
-STREAM_MAXLEN = 100_000  # approximate cap on acknowledged history kept in the task stream
+DEFAULT_RETRY_DELAY_MS = 5_000  # a task that met an outage waits this long before another delivery
 EVENTS_MAXLEN = 10_000
 
 
@@ -62,6 +63,9 @@ class QueueKeys:
 
     def result(self, task_id: str) -> str:
         return f"{self.prefix}task:result:{task_id}"
+
+    def lock(self, task_id: str) -> str:
+        return f"{self.prefix}task:lock:{task_id}"
 
     def once(self, key: str) -> str:
         return f"{self.prefix}once:{key}"

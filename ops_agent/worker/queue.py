@@ -1,26 +1,29 @@
 """The task queue on a Redis stream with a consumer group.
 
-A task is one stream entry. A worker reads it (XREADGROUP '>'), runs it, stores the result and then
-acknowledges and deletes the entry, so the stream holds only the backlog and the work in flight. An entry
-that is not acknowledged stays pending: a worker that died leaves its entries idle, and a live worker
-claims entries idle longer than `claim_idle_ms` (XAUTOCLAIM). A worker running a long task keeps its entry
-fresh with a heartbeat, so only a dead worker's entries are claimed. A retry is `retry_or_dead_letter(entry,
-error, defer_ms=…)`: the entry stays pending and becomes claimable after `defer_ms`; after `max_deliveries`
-deliveries it moves to the dead-letter stream and a `task_dead_lettered` event is published for the alert
-pipeline. `once(key)` guards a side effect so a redelivered task never repeats it.
+A task is one stream entry. A worker reads entries (XREADGROUP '>', several at a time), takes the task's
+lock (`begin`), runs it, and in one script stores the result, drops the lock, acknowledges and deletes the
+entry (`finish`), so the stream holds only the backlog and the work in flight. An entry that is not
+acknowledged stays pending: a worker that died leaves its entries idle, and a live worker claims entries
+idle longer than `claim_idle_ms` (XAUTOCLAIM). A running worker keeps its entries and locks fresh with one
+heartbeat (`touch`), so only a dead worker's entries are claimed. `retry_or_dead_letter(entry, error, …)`
+hands an entry back for another delivery after a delay; after `max_deliveries` deliveries it moves to the
+dead-letter stream and a `task_dead_lettered` event is published for the alert pipeline. A delivery that met
+an outage (`counts=False`) does not count, so an outage never dead-letters a task.
+
+`run_once(key, step)` runs a side-effecting step at most once across deliveries and workers, and keeps its
+result, so a redelivered task replays the step's result instead of repeating it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import KW_ONLY, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from redis.asyncio import Redis
@@ -41,25 +44,55 @@ from ops_agent.worker.keys import (
     QueueKeys,
 )
 
+if TYPE_CHECKING:
+    from ops_agent.config import Settings
+
 __all__ = ["QueueEntry", "SideEffectInProgress", "TaskMessage", "TaskQueue", "new_task_id"]
 
 log = logging.getLogger("ops_agent.worker")
 
-# Refresh (idle_ms empty) or set the idle time of a pending entry, only while `consumer` owns it: a worker
-# whose entry was claimed by another never takes it back. JUSTID: the delivery count is not incremented.
-_TOUCH = """
-local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[3], ARGV[3], 1)
-if #p == 0 or p[1][2] ~= ARGV[2] then return 0 end
-if ARGV[4] == '' then
-  redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[3], 'JUSTID')
-else
-  redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[3], 'IDLE', ARGV[4], 'JUSTID')
-end
+# Redis scripts. Each is one round trip; EVALSHA after the first call (redis-py's Script).
+
+# KEYS: result, lock. ARGV: token, lease ms. 'done' when the task has a result, 'run' when the lock was
+# taken, 'busy' when another worker holds it.
+_BEGIN = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 'done' end
+if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return 'run' end
+return 'busy'
+"""
+# KEYS: stream, result, lock. ARGV: group, entry id, report, result ttl s, token.
+_FINISH = """
+redis.call('SET', KEYS[2], ARGV[3], 'EX', ARGV[4])
+if redis.call('GET', KEYS[3]) == ARGV[5] then redis.call('DEL', KEYS[3]) end
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+redis.call('XDEL', KEYS[1], ARGV[2])
 return 1
 """
+# Heartbeat or hand-back of one entry and its task lock. KEYS: stream, lock. ARGV: group, consumer, entry id,
+# idle ms ('' = now), retry count ('' = unchanged), token, lock lease ms ('' = release the lock).
+# The entry is touched only while `consumer` owns it: a worker whose entry was claimed never takes it back.
+# JUSTID: the claim does not count as a delivery. Returns 1 when the consumer still owned the entry.
+_TOUCH = """
+local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[3], ARGV[3], 1)
+local owned = #p > 0 and p[1][2] == ARGV[2]
+if owned then
+  local claim = {'XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[3]}
+  if ARGV[4] ~= '' then claim[#claim + 1] = 'IDLE'; claim[#claim + 1] = ARGV[4] end
+  if ARGV[5] ~= '' then claim[#claim + 1] = 'RETRYCOUNT'; claim[#claim + 1] = ARGV[5] end
+  claim[#claim + 1] = 'JUSTID'
+  redis.call(unpack(claim))
+end
+if ARGV[6] ~= '' and redis.call('GET', KEYS[2]) == ARGV[6] then
+  if ARGV[7] == '' then redis.call('DEL', KEYS[2]) else redis.call('PEXPIRE', KEYS[2], ARGV[7]) end
+end
+if owned then return 1 end
+return 0
+"""
+# KEYS: once key. ARGV: token, lease ms. nil when the lease was taken, else the key's value.
+_TAKE = "if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return false end return redis.call('GET', KEYS[1])"
 _RENEW = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end return 0"
 _RELEASE = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
-_DONE = "done"
+_DONE = "done:"
 
 
 def new_task_id() -> str:
@@ -120,6 +153,17 @@ class TaskQueue:
         if self.max_deliveries < 1 or self.claim_idle_ms < 1:
             raise ValueError("max_deliveries and claim_idle_ms must be positive")
         self.keys = QueueKeys(self.prefix)
+        script = self.redis.register_script
+        self._begin, self._finish, self._touch = script(_BEGIN), script(_FINISH), script(_TOUCH)
+        self._take, self._renew_lease, self._release_lease = script(_TAKE), script(_RENEW), script(_RELEASE)
+
+    @classmethod
+    def from_settings(cls, redis: Redis, settings: Settings) -> TaskQueue:
+        queue = settings.queue
+        return cls(
+            redis, prefix=settings.redis.prefix, group=queue.group, max_deliveries=queue.max_deliveries,
+            claim_idle_ms=round(queue.claim_idle_s * 1000), result_ttl_s=queue.result_ttl_s,
+        )
 
     @property
     def claim_interval_s(self) -> float:
@@ -168,8 +212,9 @@ class TaskQueue:
     # -- consuming --------------------------------------------------------------------------------------
 
     async def read(self, consumer: str, count: int = 1, block_ms: int | None = None) -> list[QueueEntry]:
-        """Entries for `consumer`: first those reclaimed from dead workers, else new ones (blocking up to
-        `block_ms`; None or 0 does not block). Reclaimed entries past `max_deliveries` are dead-lettered."""
+        """Up to `count` entries for `consumer`: first those reclaimed from dead workers, else new ones
+        (blocking up to `block_ms`; None or 0 does not block). Reclaimed entries past `max_deliveries` are
+        dead-lettered."""
         try:
             return await self._read(consumer, count, block_ms)
         except ResponseError as exc:
@@ -207,40 +252,69 @@ class TaskQueue:
         for (entry_id, fields), info in zip(messages, pending, strict=True):
             deliveries = int(info[0]["times_delivered"]) if info else self.max_deliveries + 1
             entry = _entry(entry_id, fields, consumer, deliveries)
-            log.warning("⚠️ Reclaimed task %s (delivery %d): its worker stopped without finishing it",
-                        entry.task_id, deliveries)
             if deliveries > self.max_deliveries:
                 await self.dead_letter(entry, f"delivered {deliveries} times without finishing")
             else:
+                log.warning("⚠️ Reclaimed task %s (delivery %d): its worker stopped or handed it back for a retry",
+                            entry.task_id, deliveries)
                 entries.append(entry)
         return entries
 
+    async def begin(self, task_id: str, token: str) -> Literal["run", "done", "busy"]:
+        """Take the task's lock for `token`: 'run'; 'done' when it already has a result; 'busy' when another
+        worker holds the lock (it lapses `claim_idle_ms` after a holder died)."""
+        state = await self._begin(keys=[self.keys.result(task_id), self.keys.lock(task_id)],
+                                  args=[token, self.claim_idle_ms])
+        return _text(state)  # type: ignore[return-value]
+
+    async def finish(self, entry: QueueEntry, task_id: str, report_json: str, token: str) -> None:
+        """Store the result, drop the lock, acknowledge and delete the entry: one atomic step."""
+        await self._finish(
+            keys=[self.keys.stream, self.keys.result(task_id), self.keys.lock(task_id)],
+            args=[self.group, entry.entry_id, report_json, self.result_ttl_s, token],
+        )
+
     async def ack(self, entry: QueueEntry) -> None:
-        """Done: acknowledge and delete, so the stream keeps only the backlog and the work in flight."""
+        """Acknowledge and delete without a result (the task had one already)."""
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.xack(self.keys.stream, self.group, entry.entry_id)
             pipe.xdel(self.keys.stream, entry.entry_id)
             await pipe.execute()
 
-    async def touch(self, entry: QueueEntry) -> bool:
-        """Heartbeat: reset the entry's idle time while its consumer still owns it. False if it was claimed."""
-        return bool(await self.redis.eval(_TOUCH, 1, self.keys.stream, self.group, entry.consumer, entry.entry_id, ""))
+    async def touch(self, held: Sequence[tuple[QueueEntry, str]]) -> list[bool]:
+        """Heartbeat: reset the idle time of each (entry, lock token) still owned, and renew its task lock.
+        One round trip for all of them; False for an entry another worker claimed."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for entry, token in held:
+                await self._touch(keys=self._entry_keys(entry), client=pipe,
+                            args=[self.group, entry.consumer, entry.entry_id, "", "", token, self.claim_idle_ms])
+            return [bool(owned) for owned in await pipe.execute()]
 
-    async def release(self, entry: QueueEntry, *, defer_ms: int = 0) -> bool:
-        """Give the entry back without acknowledging it: any worker may claim it after `defer_ms`."""
+    async def release(self, entry: QueueEntry, *, token: str = "", defer_ms: int = 0, counts: bool = True) -> bool:
+        """Give the entry back without acknowledging it (and drop the task lock `token` holds): any worker
+        may claim it after `defer_ms`. `counts=False`: this delivery does not count toward dead-lettering."""
         idle_ms = max(0, self.claim_idle_ms - defer_ms)
-        return bool(
-            await self.redis.eval(_TOUCH, 1, self.keys.stream, self.group, entry.consumer, entry.entry_id, idle_ms)
-        )
+        retry_count = "" if counts else max(0, entry.deliveries - 1)
+        return bool(await self._touch(
+            keys=self._entry_keys(entry),
+            args=[self.group, entry.consumer, entry.entry_id, idle_ms, retry_count, token, ""],
+        ))
 
-    async def retry_or_dead_letter(self, entry: QueueEntry, error: str, *, defer_ms: int = 0) -> bool:
+    async def retry_or_dead_letter(
+        self, entry: QueueEntry, error: str, *, token: str = "", defer_ms: int = 0, counts: bool = True
+    ) -> bool:
         """After a failure worth retrying: deliver again after `defer_ms`, or, once the entry has had
-        `max_deliveries` deliveries, dead-letter it. True when it was dead-lettered."""
-        if entry.deliveries >= self.max_deliveries:
+        `max_deliveries` counted deliveries, dead-letter it. True when it was dead-lettered."""
+        if counts and entry.deliveries >= self.max_deliveries:
             await self.dead_letter(entry, error)
+            if token and entry.message is not None:
+                await self._release_lease(keys=[self.keys.lock(entry.message.task_id)], args=[token])
             return True
-        await self.release(entry, defer_ms=defer_ms)
+        await self.release(entry, token=token, defer_ms=defer_ms, counts=counts)
         return False
+
+    def _entry_keys(self, entry: QueueEntry) -> list[str]:
+        return [self.keys.stream, self.keys.lock(entry.task_id)]
 
     async def dead_letter(self, entry: QueueEntry, error: str) -> None:
         """Move the entry to the dead-letter stream and publish `task_dead_lettered` on the events stream."""
@@ -272,9 +346,6 @@ class TaskQueue:
 
     # -- results and inspection -------------------------------------------------------------------------
 
-    async def set_result(self, task_id: str, report_json: str) -> None:
-        await self.redis.set(self.keys.result(task_id), report_json, ex=self.result_ttl_s)
-
     async def result(self, task_id: str) -> dict[str, Any] | None:
         raw = await self.redis.get(self.keys.result(task_id))
         return None if raw is None else json.loads(raw)
@@ -298,46 +369,46 @@ class TaskQueue:
         """Entries in the stream: not yet delivered plus pending (acknowledged ones are deleted)."""
         return int(await self.redis.xlen(self.keys.stream))
 
-    # -- idempotent side effects ------------------------------------------------------------------------
+    # -- idempotent steps -------------------------------------------------------------------------------
 
-    @contextlib.asynccontextmanager
-    async def once(
-        self, key: str, *, ttl_s: int = DEFAULT_ONCE_TTL_S, lease_ms: int = DEFAULT_ONCE_LEASE_MS
-    ) -> AsyncIterator[bool]:
-        """`async with queue.once(key) as first:` — `first` is False when the step already completed.
+    async def run_once(
+        self,
+        key: str,
+        step: Callable[[], Awaitable[str]],
+        *,
+        ttl_s: int = DEFAULT_ONCE_TTL_S,
+        lease_ms: int = DEFAULT_ONCE_LEASE_MS,
+    ) -> tuple[str, bool]:
+        """Run `step` once for `key` and keep what it returned: (result, True) when it ran now, (the result
+        kept from the earlier run, False) when it had already completed.
 
-        While the body runs, the key holds a lease (renewed every lease_ms/3) so a second worker raises
-        SideEffectInProgress instead of running it too; a crashed holder's lease lapses. A body that raises
-        releases the key (the step did not complete); one that returns marks it done for `ttl_s`."""
+        While the step runs, the key holds a lease (renewed every lease_ms/3), so a second worker raises
+        SideEffectInProgress instead of running it too; a crashed holder's lease lapses. A step that raises
+        releases the key (it did not complete); one that returns is remembered for `ttl_s`."""
         name = self.keys.once(key)
         token = f"running:{uuid.uuid4().hex}"
-        for _ in range(3):
-            if await self.redis.set(name, token, nx=True, px=lease_ms):
-                break
-            value = await self.redis.get(name)
-            if value is None:
-                continue  # lapsed between SET and GET
-            if _text(value) == _DONE:
-                yield False
-                return
+        value = await self._take(keys=[name], args=[token, lease_ms])
+        if value is not None:
+            value = _text(value)
+            if value.startswith(_DONE):
+                return value[len(_DONE):], False
             raise SideEffectInProgress(key)
-        else:
-            raise SideEffectInProgress(key)
-        renew = asyncio.create_task(self._renew(name, token, lease_ms), name=f"once:{key}")
+        renew = asyncio.create_task(self._keep_lease(name, token, lease_ms), name=f"once:{key}")
         try:
-            yield True
+            result = await step()
         except BaseException:
             renew.cancel()
-            await asyncio.shield(self.redis.eval(_RELEASE, 1, name, token))
+            await asyncio.shield(self._release_lease(keys=[name], args=[token]))
             raise
         renew.cancel()
-        await self.redis.set(name, _DONE, ex=ttl_s)
+        await self.redis.set(name, _DONE + result, ex=ttl_s)
+        return result, True
 
-    async def _renew(self, name: str, token: str, lease_ms: int) -> None:
+    async def _keep_lease(self, name: str, token: str, lease_ms: int) -> None:
         while True:
             await asyncio.sleep(lease_ms / 3000)
             try:
-                await self.redis.eval(_RENEW, 1, name, token, lease_ms)
+                await self._renew_lease(keys=[name], args=[token, lease_ms])
             except (RedisError, OSError) as exc:  # Redis away for a moment: the next renewal may succeed
                 log.warning("⚠️ could not renew the lease of %s: %s", name, type(exc).__name__)
 

@@ -23,8 +23,11 @@ BUILT_IN_RULES = (
     ("governance_reputation_low", "last(governance_reputation_score[10m]) < 70", "high"),
     ("governance_budget_80", "max(governance_budget_used_percent[10m]) >= 80", "medium"),
     ("governance_budget_95", "max(governance_budget_used_percent[10m]) >= 95", "critical"),
-    ("governance_permission_denied", "increase(governance_permission_denied_total[5m]) > 0", "medium"),
+    ("governance_permission_denied", "sum(governance_permissions_denied[5m]) > 0", "medium"),
 )
+# Built-in conditions replaced since: a rule still holding one is moved to today's. A counter read with
+# increase() fired falsely whenever another process (a one-shot CLI command) wrote its own count from 0.
+_REPLACED = {"governance_permission_denied": "increase(governance_permission_denied_total[5m]) > 0"}
 
 
 class GovernanceWatch:
@@ -38,7 +41,7 @@ class GovernanceWatch:
         self.denied = 0
 
     def observe(self, record: AuditRecord) -> None:
-        """A gate observer: counts permission refusals (of every agent)."""
+        """A gate observer: counts permission refusals (of every agent) until the next sample."""
         if record.decision == "denied_permission":
             self.denied += 1
 
@@ -58,8 +61,15 @@ class GovernanceWatch:
         for window, unit, spent, limit in budget_windows(used, limits):
             percent = 100.0 * spent / limit if limit else 0.0
             samples.append(("governance_budget_used_percent", {**labels, "window": window, "unit": unit}, now, percent))
-        samples.append(("governance_permission_denied_total", {}, now, float(self.denied)))
-        await self.series.record_many(samples)
+        # Refusals since the last sample, not a running total: sum() over a window then counts exactly, whichever
+        # processes wrote into the shared series.
+        denied, self.denied = self.denied, 0
+        samples.append(("governance_permissions_denied", {}, now, float(denied)))
+        try:
+            await self.series.record_many(samples)
+        except BaseException:
+            self.denied += denied  # not written: counted again next time
+            raise
 
     async def install_rules(self, tool: AlertManagementTool) -> None:
         """Create the built-in rules that are missing (after a first sample, so their series exist)."""
@@ -67,5 +77,8 @@ class GovernanceWatch:
             return
         await self.sample()
         for name, condition, severity in BUILT_IN_RULES:
-            if await tool.store.rule(name) is None:
+            rule = await tool.store.rule(name)
+            if rule is None:
                 await tool.create_alert_rule(name, condition, severity, created_by="ops-agent (built in)")
+            elif rule.condition == _REPLACED.get(name):
+                await tool.update_alert_rule(name, condition=condition)

@@ -224,6 +224,7 @@ def deployment_specs(tool: DeploymentTool, settings: VercelSettings) -> list[Too
             action=deploy_action,
             annotations=changes_production,
             timeout_s=wait_s,
+            idempotency_field="idempotency_key",
             summarize=lambda r: f"{r.project} {r.environment} {r.id} {r.state}" + (f" at {r.deployment_url}" if r.deployment_url else ""),
             intents=(Intent(patterns=(r"\b(deploy|ship|release|roll\s*out)\b",), arguments=_deploy_arguments),),
         ),

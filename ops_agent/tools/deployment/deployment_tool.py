@@ -101,7 +101,10 @@ class DeploymentTool:
             **self._target(environment),
         }
         async with self._failure_recorded(entry.id):
-            created_body, reused = await self._create_once(body, details.get("id") or project, key)
+            # A caller's key may have been used on another machine, or by a run that died mid-create here.
+            created_body, reused = await self._create_once(
+                body, details.get("id") or project, key, look_first=idempotency_key is not None
+            )
         info = deployment_info(created_body, entry.project)
         await self.history.update(entry.id, deployment_id=info.id, deployment_url=info.deployment_url)
         if progress is not None:
@@ -118,13 +121,16 @@ class DeploymentTool:
             )
         return result
 
-    async def _create_once(self, body: dict[str, Any], project_id: str, key: str) -> tuple[dict[str, Any], bool]:
+    async def _create_once(
+        self, body: dict[str, Any], project_id: str, key: str, *, look_first: bool
+    ) -> tuple[dict[str, Any], bool]:
         """Create the deployment exactly once, even when answers get lost on the way back."""
         last: UpstreamError | None = None
         for attempt in range(CREATE_ATTEMPTS):
-            if attempt:
+            if attempt or look_first:
                 if (found := await self._find_by_key(project_id, key)) is not None:
                     return found, True
+            if attempt:
                 await asyncio.sleep(min(8.0, 0.25 * 2**attempt))
             try:
                 return await self.client.create_deployment(body), False

@@ -17,6 +17,13 @@ __all__ = ["notify_specs"]
 Priority = Literal["critical", "high", "medium", "low"]
 
 
+def _notification_id() -> Any:
+    return Field(
+        None, min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$",
+        description="Idempotency key: a repeated call with the same id sends nothing new and returns the first's deliveries.",
+    )
+
+
 class SendNotificationInput(ToolInput):
     channels: list[str] = Field(
         min_length=1, max_length=10,
@@ -26,12 +33,14 @@ class SendNotificationInput(ToolInput):
     subject: str = Field("", max_length=300)
     priority: Priority = "medium"
     to: list[str] | None = Field(None, max_length=50, description="E-mail recipients (default notify.email_recipients).")
+    notification_id: str | None = _notification_id()
 
 
 class SendWebhookInput(ToolInput):
     url: str = Field(min_length=8, max_length=2000, description="https only (unless allow-listed); no private addresses.")
     payload: dict[str, Any] = Field(description="The JSON body's `data`; signed per Standard Webhooks.")
     event_type: str = Field("notification", max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")
+    notification_id: str | None = _notification_id()
 
 
 class NotificationIdInput(ToolInput):
@@ -47,10 +56,13 @@ def notify_specs(service: NotificationService) -> list[ToolSpec]:
     async def send_notification(args: SendNotificationInput, ctx: ToolContext) -> NotificationResult:
         return await service.send_notification(
             channels=args.channels, message=args.message, subject=args.subject, priority=args.priority, to=args.to,
+            notification_id=args.notification_id,
         )
 
     async def send_webhook(args: SendWebhookInput, ctx: ToolContext) -> NotificationResult:
-        return await service.send_webhook(url=args.url, payload=args.payload, event_type=args.event_type)
+        return await service.send_webhook(
+            url=args.url, payload=args.payload, event_type=args.event_type, notification_id=args.notification_id
+        )
 
     async def get_notification_status(args: NotificationIdInput, ctx: ToolContext) -> NotificationResult:
         return await service.status(args.notification_id)
@@ -63,6 +75,7 @@ def notify_specs(service: NotificationService) -> list[ToolSpec]:
             "outbox: retried, rate-limited, falling back when a channel keeps failing. Returns each delivery.",
             input_model=SendNotificationInput, output_model=NotificationResult, handler=send_notification,
             actions=("notify:configured",), annotations=outward, timeout_s=60, summarize=_line,
+            idempotency_field="notification_id",
             intents=(Intent(patterns=(r"\b(notify|message|tell|ping)\b.*\b(on\s+)?(slack|e-?mail|team|on-?call)\b",),
                             arguments=_notify_arguments),),
         ),
@@ -72,6 +85,7 @@ def notify_specs(service: NotificationService) -> list[ToolSpec]:
             "private, loopback and metadata addresses refused; redirects not followed.",
             input_model=SendWebhookInput, output_model=NotificationResult, handler=send_webhook,
             actions=("notify:external",), annotations=outward, timeout_s=60, summarize=_line,
+            idempotency_field="notification_id",
         ),
         ToolSpec(
             name="get_notification_status", title="Notification status",
