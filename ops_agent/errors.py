@@ -12,6 +12,7 @@
     │   ├── BudgetExceeded        the hourly or daily token/USD budget is spent
     │   ├── PermissionDenied      the caller's permission level is below the action's minimum
     │   └── GovernanceUnavailable degraded mode: governance is down and the action is not read-only
+    ├── SideEffectInProgress      another live worker is running this step or task; try again later
     ├── PlannerError              the planner could not produce a plan
     │   └── PlannerStepsExceeded  the task hit its step cap
     └── UpstreamError             a service we call failed (service, status_code, retryable)
@@ -33,6 +34,7 @@ __all__ = [
     "InvalidArguments",
     "OpsAgentError",
     "PermissionDenied",
+    "SideEffectInProgress",
     "PlannerError",
     "PlannerStepsExceeded",
     "QueryError",
@@ -126,6 +128,14 @@ class PermissionDenied(GovernanceRefusal):
 
 class GovernanceUnavailable(GovernanceRefusal):
     pass
+
+
+class SideEffectInProgress(OpsAgentError):
+    """Another live worker holds the lease of this step or task; try again later."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(f"{key} is being run by another worker")
+        self.key = key
 
 
 class PlannerError(OpsAgentError):

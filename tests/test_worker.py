@@ -258,6 +258,25 @@ async def test_the_deploy_key_catches_a_step_whose_worker_died_before_keeping_it
     assert again.deployment_url == first.deployment_url and len(emulator.state.deployments) == 1
 
 
+async def test_a_step_still_leased_by_a_dead_worker_is_retried_later_not_failed(
+    tmp_path, redis_url, queue, emulator  # noqa: F811
+):
+    # The worker killed mid-deploy left its step lease; the redelivered task meets it, is handed back (an
+    # outage: not counted), and once the lease lapses the step runs: one deployment, a completed result.
+    task_id = await queue.submit(DEPLOY_TASK)
+    key = step_key(task_id, "deploy", {"project": "demo-app", "environment": "preview"})
+    await queue.redis.set(queue.keys.once(key), "running:dead-worker", px=600)
+    async with deploying(tmp_path, redis_url, emulator, "a") as services:
+        worker = Worker(services, queue, poll_delay_s=0.01, retry_defer_ms=50)
+        running = asyncio.create_task(worker.run())
+        while await queue.result(task_id) is None:
+            await asyncio.sleep(0.05)
+        worker.stop()
+        await asyncio.wait_for(running, 10)
+    assert worker.retried >= 1 and worker.dead_lettered == 0
+    assert (await queue.result(task_id))["status"] == "completed" and len(emulator.state.deployments) == 1
+
+
 async def test_run_once_keeps_the_result_and_guards_a_running_step(queue):
     calls = []
 

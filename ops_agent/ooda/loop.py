@@ -23,7 +23,7 @@ from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, Field
 
-from ops_agent.errors import GovernanceRefusal, GovernanceUnavailable, OpsAgentError
+from ops_agent.errors import GovernanceRefusal, GovernanceUnavailable, OpsAgentError, SideEffectInProgress
 from ops_agent.governance.gate import Caller, GovernanceGate
 from ops_agent.governance.policy import CONSEQUENTIAL
 from ops_agent.ooda.planner import Act, Decision, Finish, Observation, Planner, StepResult, ToolCall
@@ -159,8 +159,8 @@ class TaskLoop:
             else:
                 report.summary = f"stopped at the step cap ({self.max_steps}) before the planner finished"
                 report.status = "partial" if any(step.ok for step in report.steps) else "failed"
-        except GovernanceUnavailable:
-            raise  # an outage, not the task's answer: a queued task is retried, its done steps replayed
+        except (GovernanceUnavailable, SideEffectInProgress):
+            raise  # an outage, or a step busy elsewhere: not the task's answer; a queued task is retried later
         except GovernanceRefusal as exc:
             report.status, report.summary = "refused", exc.public_message
         except OpsAgentError as exc:

@@ -20,7 +20,6 @@ __all__ = [
     "DEFAULT_CLAIM_IDLE_MS",
     "DEFAULT_GROUP",
     "DEFAULT_MAX_DELIVERIES",
-    "DEFAULT_ONCE_LEASE_MS",
     "DEFAULT_ONCE_TTL_S",
     "DEFAULT_PREFIX",
     "DEFAULT_RESULT_TTL_S",
@@ -37,7 +36,6 @@ DEFAULT_CLAIM_IDLE_MS = 30_000  # a pending entry idle this long belongs to a de
 DEFAULT_RESULT_TTL_S = 7 * 86400
 DEFAULT_SUBMIT_KEY_TTL_S = 86400
 DEFAULT_ONCE_TTL_S = 7 * 86400  # how long a completed side effect is remembered
-DEFAULT_ONCE_LEASE_MS = 30_000  # a running side effect's lease, renewed while it runs
 DEFAULT_RETRY_DELAY_MS = 5_000  # a task that met an outage waits this long before another delivery
 EVENTS_MAXLEN = 10_000
 

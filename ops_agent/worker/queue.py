@@ -29,13 +29,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
-from ops_agent.errors import InvalidArguments, OpsAgentError
+from ops_agent.errors import InvalidArguments, SideEffectInProgress
 from ops_agent.ooda import Priority
 from ops_agent.worker.keys import (
     DEFAULT_CLAIM_IDLE_MS,
     DEFAULT_GROUP,
     DEFAULT_MAX_DELIVERIES,
-    DEFAULT_ONCE_LEASE_MS,
     DEFAULT_ONCE_TTL_S,
     DEFAULT_PREFIX,
     DEFAULT_RESULT_TTL_S,
@@ -124,14 +123,6 @@ class QueueEntry:
     @property
     def task_id(self) -> str:
         return self.message.task_id if self.message else self.fields.get("task_id") or self.entry_id
-
-
-class SideEffectInProgress(OpsAgentError):
-    """Another live worker holds the lease of this side effect; try again later."""
-
-    def __init__(self, key: str) -> None:
-        super().__init__(f"{key} is being run by another worker")
-        self.key = key
 
 
 @dataclass
@@ -377,15 +368,16 @@ class TaskQueue:
         step: Callable[[], Awaitable[str]],
         *,
         ttl_s: int = DEFAULT_ONCE_TTL_S,
-        lease_ms: int = DEFAULT_ONCE_LEASE_MS,
+        lease_ms: int | None = None,
     ) -> tuple[str, bool]:
         """Run `step` once for `key` and keep what it returned: (result, True) when it ran now, (the result
         kept from the earlier run, False) when it had already completed.
 
-        While the step runs, the key holds a lease (renewed every lease_ms/3), so a second worker raises
-        SideEffectInProgress instead of running it too; a crashed holder's lease lapses. A step that raises
-        releases the key (it did not complete); one that returns is remembered for `ttl_s`."""
+        While the step runs, the key holds a lease (default `claim_idle_ms`, renewed every third of it), so a
+        second worker raises SideEffectInProgress instead of running it too; a crashed holder's lease lapses.
+        A step that raises releases the key (it did not complete); one that returns is remembered for `ttl_s`."""
         name = self.keys.once(key)
+        lease_ms = lease_ms or self.claim_idle_ms  # a dead holder's step is free when its task is
         token = f"running:{uuid.uuid4().hex}"
         value = await self._take(keys=[name], args=[token, lease_ms])
         if value is not None:

@@ -33,17 +33,13 @@ from ops_agent.errors import (
     GovernanceRefusal,
     GovernanceUnavailable,
     OpsAgentError,
+    SideEffectInProgress,
     UpstreamError,
 )
 from ops_agent.governance import Caller
 from ops_agent.ooda import TaskReport
 from ops_agent.worker.keys import DEFAULT_RETRY_DELAY_MS
-from ops_agent.worker.queue import (
-    QueueEntry,
-    SideEffectInProgress,
-    TaskMessage,
-    TaskQueue,
-)
+from ops_agent.worker.queue import QueueEntry, TaskMessage, TaskQueue
 
 if TYPE_CHECKING:
     from ops_agent.services import Services
@@ -285,7 +281,7 @@ class Worker:
                 log.warning("⚠️ heartbeat for %d tasks failed: %s", len(held), type(exc).__name__)
                 continue
             for (entry, _), still_ours in zip(held, owned, strict=True):
-                if not still_ours:
+                if not still_ours and entry.entry_id in self._held:  # not merely finished meanwhile
                     log.warning("⚠️ Task %s was claimed by another worker", entry.task_id)
 
 
