@@ -17,6 +17,9 @@ from contextlib import asynccontextmanager
 import httpx2
 import pytest
 from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import ConstantBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from ops_agent.config import ServiceCheck, Settings, load_settings
 from ops_agent.errors import GovernanceUnavailable
@@ -263,7 +266,10 @@ async def test_the_worker_keeps_its_tasks_through_a_redis_outage_and_reconnects(
         async with (
             httpx2.AsyncClient(transport=httpx2.MockTransport(health)) as http,
             services_for(settings, http) as services,
-            Redis.from_url(server.url, decode_responses=True) as redis,
+            Redis.from_url(  # the test's own client rides over connections the restart cut
+                server.url, decode_responses=True, retry=Retry(ConstantBackoff(0.1), 5),
+                retry_on_error=[RedisConnectionError],
+            ) as redis,
         ):
             queue = queue_on(redis, claim_idle_ms=300)
             worker = Worker(services, queue, poll_delay_s=0.05, retry_defer_ms=50)
