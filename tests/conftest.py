@@ -5,14 +5,28 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from ops_agent.config import Settings, load_settings
 from ops_agent.governance import Caller
 from ops_agent.services import Services, open_services
+from sandbox.notify import NotifySinks
 from tests.postgres import postgres_url  # noqa: F401  (one throwaway PostgreSQL server per session)
 from tests.redis_server import redis_server, redis_url  # noqa: F401  (one throwaway redis-server per session)
+
+
+def paging_notify_config(sinks: NotifySinks) -> dict[str, Any]:
+    """The `notify` config section that pages every sink of `sandbox.notify` (Slack, Mailtrap, a webhook
+    named `pager`), retrying fast."""
+    return {
+        "mailtrap_token": sinks.mailtrap_token, "mailtrap_api_url": sinks.mailtrap_url,
+        "slack_webhook_url": sinks.slack_url, "email_recipients": ["oncall@example.com"],
+        "webhooks": {"pager": {"url": sinks.hook_url("pager"), "secret": sinks.webhook_secret}},
+        "webhook_allow_hosts": ["127.0.0.1"], "backoff_s": 0.05, "max_backoff_s": 0.2, "rate_limit_s": {},
+        "poll_interval_s": 0.05,
+    }
 
 
 def make_settings(tmp_path: Path, **environ: str) -> Settings:

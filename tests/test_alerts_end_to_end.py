@@ -15,6 +15,7 @@ from ops_agent.config import load_settings
 from ops_agent.errors import ToolRetry
 from ops_agent.services import Services, open_services
 from sandbox.notify import NotifySinks, SinksConfig
+from tests.conftest import paging_notify_config
 
 
 @pytest.fixture(scope="module")
@@ -29,13 +30,7 @@ async def agent(tmp_path: Path, sinks: NotifySinks) -> AsyncIterator[Services]:
     config = {
         "storage": {"path": str(tmp_path / "ops.db")},
         "alerts": {"interval_s": 3600, "escalate_after_s": 60},  # cycles are driven by the test
-        "notify": {
-            "mailtrap_token": sinks.mailtrap_token, "mailtrap_api_url": sinks.mailtrap_url,
-            "slack_webhook_url": sinks.slack_url, "email_recipients": ["oncall@example.com"],
-            "webhooks": {"pager": {"url": sinks.hook_url("pager"), "secret": sinks.webhook_secret}},
-            "webhook_allow_hosts": ["127.0.0.1"], "backoff_s": 0.05, "max_backoff_s": 0.2, "rate_limit_s": {},
-            "poll_interval_s": 0.05,
-        },
+        "notify": paging_notify_config(sinks),
     }
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
     async with open_services(load_settings(tmp_path / "config.yaml", environ={})) as services:

@@ -25,6 +25,7 @@ from ops_agent.tools.alerts.event_watch import BUDGET_WARNINGS, DEAD_LETTERED, E
 from ops_agent.worker import TaskQueue
 from ops_agent.worker.keys import QueueKeys
 from sandbox.notify import NotifySinks, SinksConfig
+from tests.conftest import paging_notify_config
 from tests.redis_server import redis_server, redis_url, running_redis  # noqa: F401  (session fixtures)
 
 BIG = 10**12
@@ -49,13 +50,7 @@ async def agent_on(tmp_path: Path, sinks: NotifySinks, url: str, prefix: str) ->
         "storage": {"path": str(tmp_path / "ops.db")},
         "redis": {"url": url, "prefix": prefix},
         "alerts": {"interval_s": 3600},
-        "notify": {
-            "mailtrap_token": sinks.mailtrap_token, "mailtrap_api_url": sinks.mailtrap_url,
-            "slack_webhook_url": sinks.slack_url, "email_recipients": ["oncall@example.com"],
-            "webhooks": {"pager": {"url": sinks.hook_url("pager"), "secret": sinks.webhook_secret}},
-            "webhook_allow_hosts": ["127.0.0.1"], "backoff_s": 0.05, "max_backoff_s": 0.2, "rate_limit_s": {},
-            "poll_interval_s": 0.05,
-        },
+        "notify": paging_notify_config(sinks),
     }
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
     async with open_services(load_settings(tmp_path / "config.yaml", environ={})) as services:
