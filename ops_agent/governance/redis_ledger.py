@@ -49,6 +49,7 @@ from ops_agent.governance.ledger import (
     BudgetUsage,
 )
 from ops_agent.governance.redis_keys import DEFAULT_PREFIX, GovernanceKeys
+from ops_agent.stores.redis_text import as_fields, as_text
 
 __all__ = ["WARNING_THRESHOLDS_PCT", "BudgetWarning", "RedisCostLedger"]
 
@@ -304,7 +305,7 @@ class RedisCostLedger:
         if agent is None:
             log.warning("settle of reservation %s ignored: unknown, already settled or long expired", reservation_id)
             return
-        result = await self._run("settle", _text(agent), str(reservation_id), tokens, micros)
+        result = await self._run("settle", as_text(agent), str(reservation_id), tokens, micros)
         if int(result[0]) != 1:
             log.warning("settle of reservation %s ignored: settled concurrently", reservation_id)
 
@@ -317,17 +318,17 @@ class RedisCostLedger:
             entries = await self.redis.xrange(self.keys.events, min=f"({since_id}", max="+", count=count)
         warnings = []
         for entry_id, raw in entries:
-            fields = {_text(k): _text(v) for k, v in raw.items()}
+            values = as_fields(raw)
             warnings.append(
                 BudgetWarning(
-                    id=_text(entry_id),
-                    agent_id=fields["agent_id"],
-                    window=fields["window"],
-                    metric=fields["metric"],
-                    threshold_pct=int(fields["threshold_pct"]),
-                    used=int(fields["used"]),
-                    limit=int(fields["limit"]),
-                    at_ms=int(fields["at_ms"]),
+                    id=as_text(entry_id),
+                    agent_id=values["agent_id"],
+                    window=values["window"],
+                    metric=values["metric"],
+                    threshold_pct=int(values["threshold_pct"]),
+                    used=int(values["used"]),
+                    limit=int(values["limit"]),
+                    at_ms=int(values["at_ms"]),
                 )
             )
         return warnings
@@ -349,9 +350,6 @@ class RedisCostLedger:
 def _ms(seconds: float) -> int:
     return math.floor(seconds * 1000)
 
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 @contextmanager

@@ -193,19 +193,16 @@ class TaskLoop:
             arguments = {**arguments, spec.idempotency_field: idempotency}
         if self.step_guard is None:
             return await self._invoke(caller, call, spec, arguments)
-        failed: list[StepResult] = []
-
         async def step() -> str:
             result = await self._invoke(caller, call, spec, arguments)
             if not result.ok:  # not kept: a redelivery tries a failed step again (its own key guards it)
-                failed.append(result)
-                raise _StepFailed
+                raise _StepFailed(result)
             return json.dumps({"output": result.output, "summary": result.summary})
 
         try:
             kept, first = await self.step_guard.run_once(idempotency, step)
-        except _StepFailed:
-            return failed[0]
+        except _StepFailed as failed:
+            return failed.result
         if not first:
             log.info("step %s of task %s already ran in an earlier delivery: its result is replayed",
                      call.tool, caller.task_id)
@@ -229,6 +226,10 @@ class TaskLoop:
 
 class _StepFailed(Exception):
     """A guarded step ended in a refusal or an error: nothing is kept for it."""
+
+    def __init__(self, result: StepResult) -> None:
+        super().__init__(result.error)
+        self.result = result
 
 
 def _overall(report: TaskReport) -> Literal["completed", "partial", "failed"]:

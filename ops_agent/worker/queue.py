@@ -31,6 +31,7 @@ from redis.exceptions import RedisError, ResponseError
 
 from ops_agent.errors import InvalidArguments, SideEffectInProgress
 from ops_agent.ooda import Priority
+from ops_agent.stores.redis_text import as_fields, as_text
 from ops_agent.worker.keys import (
     DEFAULT_CLAIM_IDLE_MS,
     DEFAULT_GROUP,
@@ -191,7 +192,7 @@ class TaskQueue:
             if not claimed:
                 existing = await self.redis.get(submitted)
                 if existing is not None:
-                    return _text(existing)
+                    return as_text(existing)
         try:
             await self.redis.xadd(self.keys.stream, {"task_id": message.task_id, "payload": message.model_dump_json()})
         except BaseException:
@@ -231,7 +232,7 @@ class TaskQueue:
         reply = await self.redis.xautoclaim(
             self.keys.stream, self.group, consumer, self.claim_idle_ms, start_id=self._claim_cursor, count=count
         )
-        self._claim_cursor = _text(reply[0])
+        self._claim_cursor = as_text(reply[0])
         messages = [(entry_id, fields) for entry_id, fields in reply[1] if fields]
         if not messages:
             return []
@@ -256,7 +257,7 @@ class TaskQueue:
         worker holds the lock (it lapses `claim_idle_ms` after a holder died)."""
         state = await self._begin(keys=[self.keys.result(task_id), self.keys.lock(task_id)],
                                   args=[token, self.claim_idle_ms])
-        return _text(state)  # type: ignore[return-value]
+        return as_text(state)  # type: ignore[return-value]
 
     async def finish(self, entry: QueueEntry, task_id: str, report_json: str, token: str) -> None:
         """Store the result, drop the lock, acknowledge and delete the entry: one atomic step."""
@@ -344,11 +345,11 @@ class TaskQueue:
     async def dead_letters(self, limit: int = 50) -> list[dict[str, str]]:
         """The newest dead-lettered tasks first."""
         reply = await self.redis.xrevrange(self.keys.dead_letter, count=limit)
-        return [{"id": _text(entry_id), **_fields(fields)} for entry_id, fields in reply]
+        return [{"id": as_text(entry_id), **as_fields(fields)} for entry_id, fields in reply]
 
     async def events(self, limit: int = 50) -> list[dict[str, str]]:
         reply = await self.redis.xrevrange(self.keys.events, count=limit)
-        return [{"id": _text(entry_id), **_fields(fields)} for entry_id, fields in reply]
+        return [{"id": as_text(entry_id), **as_fields(fields)} for entry_id, fields in reply]
 
     async def pending_count(self) -> int:
         """Entries delivered and not yet acknowledged (in flight, awaiting a retry, or left by a dead worker)."""
@@ -381,7 +382,7 @@ class TaskQueue:
         token = f"running:{uuid.uuid4().hex}"
         value = await self._take(keys=[name], args=[token, lease_ms])
         if value is not None:
-            value = _text(value)
+            value = as_text(value)
             if value.startswith(_DONE):
                 return value[len(_DONE):], False
             raise SideEffectInProgress(key)
@@ -405,17 +406,11 @@ class TaskQueue:
                 log.warning("⚠️ could not renew the lease of %s: %s", name, type(exc).__name__)
 
 
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def _fields(fields: dict) -> dict[str, str]:
-    return {_text(k): _text(v) for k, v in fields.items()}
 
 
 def _entry(entry_id: Any, fields: dict, consumer: str, deliveries: int) -> QueueEntry:
-    decoded = _fields(fields)
-    entry = QueueEntry(_text(entry_id), consumer, deliveries, decoded)
+    decoded = as_fields(fields)
+    entry = QueueEntry(as_text(entry_id), consumer, deliveries, decoded)
     try:
         entry.message = TaskMessage.model_validate_json(decoded.get("payload", ""))
     except ValidationError as exc:

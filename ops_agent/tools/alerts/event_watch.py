@@ -57,6 +57,7 @@ import redis.asyncio
 import redis.exceptions
 
 from ops_agent.errors import OpsAgentError, ToolRetry
+from ops_agent.stores.redis_text import as_fields, as_text
 from ops_agent.tools.alerts.alert_management_tool import AlertManagementTool
 from ops_agent.tools.alerts.evaluator import AlertNotifier
 from ops_agent.tools.monitoring.series import SeriesStore
@@ -174,8 +175,8 @@ class EventWatch:
             )
             full = []
             for stream, messages in reply or []:
-                stream = _text(stream)
-                found.extend((stream, _text(entry_id), _fields(fields)) for entry_id, fields in messages)
+                stream = as_text(stream)
+                found.extend((stream, as_text(entry_id), as_fields(fields)) for entry_id, fields in messages)
                 if len(messages) >= BATCH:
                     full.append(stream)
             if not full:
@@ -200,7 +201,7 @@ class EventWatch:
     async def _forget_stale_consumers(self, stream: str) -> None:
         """Consumers of processes long gone (NOACK: they hold no pending entries) are only clutter."""
         for consumer in await self.client.xinfo_consumers(stream, self.group):
-            name, idle_ms, pending = _text(consumer["name"]), int(consumer["idle"]), int(consumer["pending"])
+            name, idle_ms, pending = as_text(consumer["name"]), int(consumer["idle"]), int(consumer["pending"])
             if name != self.consumer and pending == 0 and idle_ms > STALE_CONSUMER_S * 1000:
                 await self.client.xgroup_delconsumer(stream, self.group, name)
 
@@ -365,11 +366,3 @@ def _budget(window: str, metric: str, used: int, limit: int) -> str:
 def _one_line(text: str, limit: int) -> str:
     line = " ".join(text.split())
     return line if len(line) <= limit else line[: limit - 1] + "…"
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
-
-
-def _fields(raw: dict) -> dict[str, str]:
-    return {_text(k): _text(v) for k, v in raw.items()}
