@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -98,6 +99,21 @@ async def test_a_preview_deploy_streams_progress_and_is_recorded(ops, emulator, 
     assert audit[0]["action"] == "deploy:preview" and audit[0]["decision"] == "allowed"
     # every exchange went through the contract check
     assert {"POST /v13/deployments", f"GET /v13/deployments/{result.id}"} <= set(checked)
+
+
+async def test_a_build_that_finishes_between_polls_still_reports_the_states_it_went_through(ops, emulator):
+    caller = ops.identity
+    started = await ops.registry.invoke(caller, "deploy", {"project": PROJECT, "environment": "preview", "wait": False})
+    await asyncio.sleep(0.3)  # the whole build (0.1 s) happens before the first poll
+    seen: list[str] = []
+
+    async def progress(done, total, message):
+        seen.append(message)
+
+    result = await ops.registry.invoke(caller, "wait_for_deployment", {"deployment_id": started.id}, progress=progress)
+    assert result.state == "READY"
+    states = [message.removeprefix(f"{started.id} ") for message in seen if message.startswith(started.id)]
+    assert states == ["QUEUED", "BUILDING", "READY"]  # from the build's own events: no poll saw QUEUED or BUILDING
 
 
 async def test_a_new_agent_cannot_deploy_production_or_staging(ops, emulator):

@@ -180,7 +180,16 @@ class DeploymentTool:
             events = await self.client.get_deployment_events(result.id, since_ms=since_ms)
             for event in events:
                 since_ms = max(since_ms or 0, int(event.get("created") or 0) + 1)
-                text = ((event.get("payload") or {}).get("text") or event.get("text") or "").rstrip()
+                payload = event.get("payload") or {}
+                # A state the polls below would miss (a short BUILDING) still shows in the build's own events.
+                reported = (payload.get("info") or {}).get("readyState") if event.get("type") == "deployment-state" else None
+                if reported and reported != state:
+                    state = reported
+                    step += 1
+                    if progress is not None:
+                        await progress(step, None, f"{result.id} {state}")
+                    continue
+                text = (payload.get("text") or event.get("text") or "").rstrip()
                 if text:
                     lines.append(text)
                     step += 1
