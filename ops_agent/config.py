@@ -131,6 +131,12 @@ class ServiceCheck(_Section):
     timeout_s: float = Field(5.0, gt=0, le=120, description="A probe taking longer is down.")
     interval_s: float = Field(30.0, ge=1, le=86400, description="How often the service is probed in the background.")
     tls_ca_file: Path | None = Field(None, description="CA bundle to trust for this HTTPS service (private CAs).")
+    project: str | None = Field(
+        None, description="The Vercel project serving it: diagnosis may blame and roll back its deployments."
+    )
+    commands: dict[Literal["restart", "free_disk"], str] = Field(
+        default_factory=dict, description="Remediation kind -> a name from alerts.restart_commands, for diagnosis."
+    )
 
     @field_validator("url")
     @classmethod
@@ -153,12 +159,24 @@ class ServiceCheck(_Section):
         return self
 
 
+class ScrapeTarget(_Section):
+    """A Prometheus text-format endpoint whose samples land in the series store with `job=<name>`."""
+
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="The job label.")
+    url: str = Field(pattern=r"^https?://[^\s/]+", description="http:// or https:// URL of the /metrics endpoint.")
+    interval_s: float = Field(15.0, ge=0.2, le=3600, description="How often it is read.")
+    timeout_s: float = Field(5.0, gt=0, le=120, description="A read taking longer counts as a failed scrape.")
+
+
 class MonitoringSettings(_Section):
     sample_interval_s: float = Field(5.0, ge=0.5, le=3600, description="How often system metrics are sampled.")
     top_processes: int = Field(5, ge=0, le=50, description="Processes listed by CPU and by memory.")
     prometheus_url: str | None = Field(None, description="A Prometheus server for PromQL queries (no /api/v1).")
     prometheus_token: SecretStr | None = Field(None, description="Bearer token for that Prometheus, if it needs one.")
     prometheus_timeout_s: float = Field(10.0, gt=0, le=300, description="Timeout of one PromQL query.")
+    scrape: list[ScrapeTarget] = Field(
+        default_factory=list, description="Prometheus /metrics endpoints read into the series store."
+    )
 
 
 class VercelSettings(_Section):
@@ -200,6 +218,9 @@ class LogSettings(_Section):
     )
     drain_secret: SecretStr | None = Field(
         None, description="Vercel log-drain secret; deliveries must carry a valid x-vercel-signature."
+    )
+    metrics_window_s: float = Field(
+        10.0, ge=0.5, le=3600, description="Window of the log-derived metrics (log_error_ratio, http_*): written as each closes."
     )
     signatures_file: Path | None = Field(
         None, description="Extra known-failure signatures (YAML), added to the built-in ones."
@@ -257,6 +278,20 @@ class AlertSettings(_Section):
             if not argv or not all(isinstance(part, str) and part for part in argv):
                 raise ValueError(f"restart command {name!r}: give the command as a non-empty list of arguments")
         return commands
+
+
+class IncidentSettings(_Section):
+    """How `diagnose_incident` and `remediate_incident` read the evidence (docs/OPERATIONS_OUTCOMES.md)."""
+
+    deploy_suspect_s: float = Field(
+        900.0, ge=0, le=86400,
+        description="A production deployment that went live this long or less before the trouble began is blamed.",
+    )
+    lookback_s: float = Field(900.0, gt=0, le=86400, description="How far back memory and error lines are read.")
+    verify_timeout_s: float = Field(
+        60.0, ge=0, le=3600, description="How long a remediation waits for the service to answer healthy again."
+    )
+    verify_checks: int = Field(2, ge=1, le=20, description="Healthy probes in a row, with no 5xx between, that verify a fix.")
 
 
 class NotifySettings(_Section):
@@ -347,6 +382,7 @@ class Settings(_Section):
     services: Annotated[list[ServiceCheck], Field(description="Services whose health is checked.")] = []
     logs: LogSettings = LogSettings()
     alerts: AlertSettings = AlertSettings()
+    incidents: IncidentSettings = IncidentSettings()
     vercel: VercelSettings = VercelSettings()
     notify: NotifySettings = NotifySettings()
     redis: RedisSettings = RedisSettings()

@@ -42,18 +42,23 @@ from ops_agent.stores.sqlite import SqliteDatabase
 from ops_agent.telemetry import Telemetry
 from ops_agent.tools.alerts import AlertEvaluator, AlertManagementTool, RoutingPolicy, SqliteAlertStore, alert_specs
 from ops_agent.tools.alerts.governance_watch import GovernanceWatch
+from ops_agent.tools.alerts.models import Alert, AlertRule
 from ops_agent.tools.alerts.notifier import NotificationNotifier
 from ops_agent.tools.alerts.remediation import Remediator, restart_command_spec
 from ops_agent.tools.alerts.sources import AgentConditionSources
 from ops_agent.tools.deployment import DeploymentTool, SqliteDeploymentHistory, VercelClient, deployment_specs
+from ops_agent.tools.incidents import Diagnoser, IncidentResponder, incident_specs
 from ops_agent.tools.logs import LogAnalysisTool, LogCollector, VercelLogPuller, log_specs
 from ops_agent.tools.logs.analysis.rootcause import DeploymentEvent, load_signatures
 from ops_agent.tools.logs.index.sqlite_store import SqliteLogStore
 from ops_agent.tools.logs.index.store import LogStore
 from ops_agent.tools.logs.ingest.follow import FileFollower, OffsetFile
 from ops_agent.tools.logs.log_metrics import LogMetrics
+from ops_agent.tools.logs.models import iso
 from ops_agent.tools.monitoring import CustomMetrics, MonitoringTool, monitoring_specs
+from ops_agent.tools.monitoring.health import ServiceHealth
 from ops_agent.tools.monitoring.prometheus import PrometheusClient
+from ops_agent.tools.monitoring.scrape import Scraper
 from ops_agent.tools.monitoring.series import MemorySeries, SeriesStore, SqliteSeriesStore, TieredSeries
 from ops_agent.tools.notify import NotificationService, SqliteOutbox, notify_specs
 
@@ -82,6 +87,7 @@ class Services:
     alerts: AlertManagementTool
     telemetry: Telemetry
     http: httpx2.AsyncClient
+    incidents: IncidentResponder | None = None  # None when monitoring is off
 
     @property
     def identity(self) -> Caller:
@@ -160,6 +166,8 @@ async def open_services(
             for spec in monitoring_specs(monitoring, custom_metrics):
                 registry.register(spec)
             spawn(monitoring.run(), "monitoring")
+            if settings.monitoring.scrape:
+                spawn(Scraper(settings.monitoring.scrape, series, http).run(), "scrape")
         history = SqliteDeploymentHistory(db)
         await history.migrate()
         deployment = DeploymentTool(_vercel_client(settings, http), history, settings.vercel)
@@ -173,6 +181,11 @@ async def open_services(
             registry.register(spec)
         alerts = await _open_alerts(settings, db, series, monitoring, logs, notify, registry, redactor, stack, spawn)
         telemetry.alert_counts = alerts.state_counts  # /metrics: ops_agent_alerts{state}
+        incidents = None
+        if enable_monitoring:
+            incidents = _incident_responder(settings, registry, monitoring, logs, deployment, series, alerts)
+            for spec in incident_specs(incidents):
+                registry.register(spec)
         planner = _planner(settings, registry, gate, anthropic_client, stack)
         facts = {
             "services": [service.name for service in settings.services],
@@ -182,8 +195,38 @@ async def open_services(
         loop = TaskLoop(registry, planner, gate, max_steps=settings.llm.max_steps, facts=facts)
         registry.register(execute_task_spec(loop))
         yield Services(
-            settings, redactor, gate, registry, loop, monitoring, deployment, logs, notify, alerts, telemetry, http
+            settings, redactor, gate, registry, loop, monitoring, deployment, logs, notify, alerts, telemetry, http,
+            incidents,
         )
+
+
+def _incident_responder(
+    settings: Settings,
+    registry: ToolRegistry,
+    monitoring: MonitoringTool,
+    logs: LogAnalysisTool,
+    deployment: DeploymentTool,
+    series: SeriesStore,
+    alerts: AlertManagementTool,
+) -> IncidentResponder:
+    """What diagnose_incident and remediate_incident run on: what the other capabilities already watch."""
+
+    async def active_alerts() -> list[tuple[Alert, AlertRule | None]]:
+        return [(alert, await alerts.store.rule(alert.rule_id)) for alert in await alerts.store.active_alerts()]
+
+    async def probe(name: str) -> ServiceHealth:
+        [health] = await monitoring.health.check([name])
+        return health
+
+    async def server_errors(name: str, start: float, end: float) -> int:
+        found = await logs.search_logs("status:>=500", time_range=f"{iso(start)}..{iso(end)}", service=name, limit=1)
+        return found.total
+
+    diagnoser = Diagnoser(
+        settings.services, settings.incidents, logs=logs, deployments=deployment, series=series,
+        health=monitoring.health.last, active_alerts=active_alerts,
+    )
+    return IncidentResponder(diagnoser, registry.invoke, probe, server_errors, settings.incidents)
 
 
 async def _open_database(
@@ -224,7 +267,7 @@ async def _open_logs(
         store = SqliteLogStore(path)
     await store.open()
     stack.push_async_callback(store.close)
-    metrics = LogMetrics(series)
+    metrics = LogMetrics(series, window_s=settings.logs.metrics_window_s)
     collector = LogCollector(store, redactor, batch_size=config.batch_size, observers=[metrics.observe])
 
     async def deployments_since(since: float) -> list[DeploymentEvent]:

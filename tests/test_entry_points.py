@@ -24,6 +24,8 @@ SAMPLE_ARGUMENTS = {
     "get_system_metrics": {},
     "check_service_health": {},
     "execute_task": {"task": "show system metrics"},
+    "diagnose_incident": {"service": "api"},
+    "remediate_incident": {"service": "api"},
     "deploy": {"project": "demo-app", "environment": "preview"},
     "get_deployment_status": {"deployment_id": "dpl_abc123"},
     "wait_for_deployment": {"deployment_id": "dpl_abc123", "timeout_s": 1},

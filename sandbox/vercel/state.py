@@ -632,6 +632,13 @@ class State:
             self._advance()
             return self._any_project(project).production_id
 
+    def production_deployment(self, project: str) -> tuple[str, str | None] | None:
+        """(id, git ref) of the deployment production of `project` serves; None before the first one."""
+        with self._lock:
+            self._advance()
+            production_id = self._any_project(project).production_id
+            return None if production_id is None else (production_id, self.deployments[production_id].ref)
+
     def deployment_state(self, deployment_id: str) -> str:
         with self._lock:
             now = self._advance()
