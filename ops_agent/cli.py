@@ -313,6 +313,13 @@ def sandbox(ctx: typer.Context) -> None:
     os.execv(sys.executable, [sys.executable, "-m", "sandbox", *ctx.args])
 
 
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def demo(ctx: typer.Context) -> None:
+    """One incident end to end on the local sandbox: deploy a good version and a bad one, then watch the
+    agent detect, page, diagnose and roll back (`--dashboard-port`, `--linger S`, `--scenario FILE`)."""
+    os.execv(sys.executable, [sys.executable, "-m", "sandbox", "demo", *ctx.args])
+
+
 def _call_with_progress(config: Path | None, quiet: bool, tool: str, arguments: dict[str, Any]) -> dict:
     """One governed tool call from the CLI, with its progress shown live on stderr. Options left unset
     (None) are left out, so the tool's own defaults apply."""

@@ -19,7 +19,7 @@ from pydantic import ValidationError
 
 from sandbox.vercel import EmulatorConfig, create_app, listen
 
-STAND_INS = ("vercel", "notify", "inbox")
+STAND_INS = ("vercel", "notify", "inbox", "demo")
 NOTIFY_PORT = 3200
 SMTP_PORT = 2525
 
@@ -38,7 +38,7 @@ VERCEL_OPTIONS: list[tuple[str, str, type, str]] = [
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m sandbox", description="Local stand-ins for the outside world.")
-    commands = parser.add_subparsers(dest="command", metavar="{vercel,notify,inbox}")
+    commands = parser.add_subparsers(dest="command", metavar="{vercel,notify,inbox,demo}")
     vercel = commands.add_parser("vercel", help="the Vercel REST API emulator (the default)")
     vercel.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
     vercel.add_argument("--port", type=int, default=3100, help="port (default 3100; 0 = any free port)")
@@ -60,6 +60,11 @@ def _parser() -> argparse.ArgumentParser:
     notify.add_argument("--smtp-auth-required", action="store_true", default=None, help="refuse mail before AUTH")
     notify.add_argument("--latency-s", type=float, help="latency added to every answer")
     notify.add_argument("--log-level", default="info", help="uvicorn log level (default info: one line per request)")
+
+    demo = commands.add_parser("demo", help="one incident end to end: deploy, break, detect, page, diagnose, roll back")
+    from sandbox.demo import add_arguments
+
+    add_arguments(demo)
 
     inbox = commands.add_parser("inbox", help="print the inbox of running notification sinks as JSON")
     inbox.add_argument("--url", default=f"http://127.0.0.1:{NOTIFY_PORT}", help="base URL of `sandbox notify`")
@@ -186,6 +191,10 @@ def main(argv: list[str] | None = None) -> int:
         return run_notify(args)
     if args.command == "inbox":
         return run_inbox(args)
+    if args.command == "demo":
+        from sandbox.demo import run_demo
+
+        return run_demo(args)
     return run_vercel(args)
 
 

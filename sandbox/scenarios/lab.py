@@ -32,7 +32,7 @@ from sandbox.demo_service import DemoService, LoadGenerator
 from sandbox.notify import NotifySinks
 from sandbox.notify.config import SinksConfig
 from sandbox.scenarios.model import Scenario
-from sandbox.vercel import EmulatorConfig, VercelEmulator
+from sandbox.vercel import EmulatorConfig, VercelEmulator, listen
 
 __all__ = ["FIX_TASK", "PROJECT", "RULES", "SERVICE", "Lab"]
 
@@ -66,6 +66,7 @@ class Lab:
         self.load: LoadGenerator
         self.services: Services
         self.noise_path = workdir / "noise.log"
+        self.dashboard_error: str | None = None
 
     async def __aenter__(self) -> Lab:
         try:
@@ -147,9 +148,15 @@ class Lab:
 
         from mcp_server.server import build_http_app
 
+        try:
+            sock = listen("127.0.0.1", self.dashboard_port or 0)
+        except OSError as exc:  # a busy port costs the dashboard, not the run
+            self.dashboard_error = f"no dashboard: port {self.dashboard_port}: {exc.strerror}"
+            return
+        stack.callback(sock.close)
         app = build_http_app(self.services)
-        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.dashboard_port, log_level="warning", lifespan="on"))
-        task = asyncio.create_task(server.serve(), name="dashboard")
+        server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+        task = asyncio.create_task(server.serve(sockets=[sock]), name="dashboard")
 
         async def stop() -> None:
             server.should_exit = True

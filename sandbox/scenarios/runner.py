@@ -77,21 +77,25 @@ class ScenarioResult:
 
 async def run_scenario(
     scenario: Scenario, workdir: Path, *, seed: int = 0, warmup_s: float | None = None,
-    narrate: Any = None, dashboard_port: int | None = None,
+    narrate: Any = None, dashboard_port: int | None = None, linger_s: float = 0.0,
 ) -> ScenarioResult:
-    """`narrate(t, text)`, when given, hears each timeline entry as it happens (the demo prints them)."""
+    """`narrate(t, text)`, when given, hears each timeline entry as it happens (the demo prints them);
+    `linger_s` keeps the world and the agent (and the dashboard) up that long after."""
     result = ScenarioResult(scenario.name, scenario.kind, fixable=bool(scenario.expect and scenario.expect.fixable),
                             cause_expected=scenario.expect.cause if scenario.expect else None)
     calls: list[AuditRecord] = []
     async with Lab(scenario, workdir, seed=seed, dashboard_port=dashboard_port) as lab:
         lab.services.gate.observers.append(calls.append)
         watch = _Watch(lab, result, calls, narrate)
+        if lab.dashboard_error:
+            watch.note(lab.dashboard_error)
         try:
             await _run(lab, scenario, result, watch, warmup_s)
         except Exception as exc:  # a broken scenario is reported, and the others still run
             result.error = f"{type(exc).__name__}: {exc}"
         await lab.services.alerts.evaluator.settle()
         await watch.collect()
+        await asyncio.sleep(linger_s)
     return result
 
 
@@ -165,6 +169,7 @@ class _Watch:
         self.production: str | None = None
         self.production_changes = 0
         self.seen_messages = 0
+        self.seen_reports = 0
 
     def note(self, text: str, at: float | None = None) -> None:
         t = round((at if at is not None else time.time()) - self.t0, 2)
@@ -189,6 +194,11 @@ class _Watch:
             self.seen_calls += 1
             if record.tool not in ("get_active_alerts",) and record.via != "cli":
                 self.note(f"agent → {record.tool}({_args(record.arguments)}): {record.decision}/{record.outcome}", record.ts)
+        reports = list(lab.services.incidents.reports) if lab.services.incidents else []
+        for finished, report in reports[self.seen_reports:]:
+            self.note(f"diagnosis: {report.diagnosis.cause}: {report.diagnosis.summary}"
+                      + (f"; verified: {report.verification}" if report.verified else ""), finished)
+        self.seen_reports = len(reports)
         messages = lab.sinks.messages(include_duplicates=False)
         for entry in messages[self.seen_messages:]:
             self.note(f"notification on {entry.channel}: {_first_line(entry)}")
@@ -269,9 +279,6 @@ class _Watch:
         if reports:
             result.cause = reports[0].diagnosis.cause
             result.escalated = any(r.escalated for r in reports)
-            for report in reports:
-                self.note(f"diagnosis: {report.diagnosis.cause}: {report.diagnosis.summary}"
-                          + (f"; verified: {report.verification}" if report.verified else ""))
         result.notifications = len(lab.sinks.messages(include_duplicates=False))
         if scenario.kind == "control":
             result.false_actions = len(result.actions)
@@ -299,7 +306,6 @@ def _args(arguments: dict[str, Any]) -> str:
 def _first_line(entry: Any) -> str:
     """The headline of a message: Slack's text, an e-mail's subject, a webhook's summary."""
     payload = entry.payload if isinstance(entry.payload, dict) else {}
-    text = payload.get("text") or payload.get("subject") or payload.get("summary") or ""
-    if not text and isinstance(payload.get("data"), dict):
-        text = payload["data"].get("summary") or payload["data"].get("title") or ""
+    data = payload.get("data") if isinstance(payload.get("data"), dict) else {}  # a signed webhook's event
+    text = payload.get("text") or payload.get("subject") or data.get("subject") or data.get("message") or ""
     return str(text).splitlines()[0][:100] if text else f"({entry.name})"
