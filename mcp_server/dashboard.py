@@ -9,9 +9,11 @@ Routes (added by `add_dashboard_routes(server, services)`):
 - `GET /dashboard/snapshot`: the same JSON once, for scripts.
 
 A snapshot is cheap: it reads the monitoring tool's latest system sample and each service's last probe
-(it never samples or probes for itself while the background monitor runs), and re-reads governance and
+(it never samples or probes for itself while the background monitor runs), the active alerts and the last
+hour of alert history (one query each), the incident reports kept in memory, and re-reads governance and
 deployment history from the store at most every `store_refresh_s`. One snapshot is built at a time and
-shared by every open stream.
+shared by every open stream. `timeline` merges alert events (firing, resolved, escalated, acknowledged,
+remediations, recoveries) and incident diagnoses, newest first.
 
 Access: with no `mcp.tokens` (the loopback default) the dashboard is open to requests that name a
 loopback host (or one of `mcp.allowed_hosts`), which keeps other web sites out through DNS rebinding.
@@ -46,15 +48,18 @@ from mcp_server._hosts import is_loopback
 from ops_agent import __version__
 from ops_agent.services import Services
 
-__all__ = ["ALERTS_NOTE", "COOKIE_NAME", "add_dashboard_routes"]
+__all__ = ["COOKIE_NAME", "add_dashboard_routes"]
 
 log = logging.getLogger("mcp_server.dashboard")
 
 STATIC_DIR = Path(__file__).with_name("static")
 PAGE_TEMPLATE = "dashboard.html"
 COOKIE_NAME = "ops_agent_dashboard"
-ALERTS_NOTE = "Alerting arrives with the alerts feature; until then no alert rules are evaluated."
 DEPLOYMENTS_SHOWN = 10
+TIMELINE_SHOWN = 30
+TIMELINE_WINDOW_S = 3600.0  # alert history read for the timeline
+TIMELINE_EVENTS = 60
+TEXT_MAX = 300  # characters of a timeline entry or an alert summary
 
 # Only these types are served from the static folder; anything else there (the page template) is not.
 CONTENT_TYPES = {
@@ -216,6 +221,8 @@ class _Snapshots:
         services = await self._section("services", self._services, errors)
         deployments = await self._stored_section("deployments", self._deployments, errors)
         governance = await self._stored_section("governance", self._governance, errors)
+        alerts = await self._section("alerts", self._alerts, errors)  # live: they change every evaluation
+        timeline = await self._section("timeline", self._timeline, errors)
         return {
             "version": __version__,
             "generated_at": _iso(datetime.now(UTC)),
@@ -225,8 +232,8 @@ class _Snapshots:
             "services": services if services is not None else [],
             "deployments": deployments if deployments is not None else [],
             "governance": governance,
-            "alerts": [],
-            "alerts_note": ALERTS_NOTE,
+            "alerts": alerts if alerts is not None else [],
+            "timeline": timeline if timeline is not None else [],
             "errors": errors,
         }
 
@@ -330,9 +337,87 @@ class _Snapshots:
             "levels": dict(self.services.gate.policy.levels),  # level -> lowest score, in order
         }
 
+    async def _alerts(self) -> list[dict[str, Any]]:
+        text = self.services.redactor.text
+        return [
+            {
+                "id": alert.id,
+                "rule": alert.rule_name,
+                "severity": alert.severity,
+                "state": alert.state,
+                "summary": _clip(text(alert.summary)),
+                "started_at": _iso_s(alert.started_at),
+                "fired_at": _iso_s(alert.fired_at) if alert.fired_at is not None else None,
+                "acknowledged_by": text(alert.acknowledged_by) if alert.acknowledged_by else None,
+                "remediation": _clip(text(alert.remediation)) if alert.remediation else None,
+            }
+            for alert in await self.services.alerts.get_active_alerts()
+        ]
+
+    async def _timeline(self) -> list[dict[str, Any]]:
+        """Alert events of the last hour and incident diagnoses, newest first: (at, kind, text)."""
+        entries: list[tuple[float, str, str]] = []
+        for event in await self.services.alerts.history(since_s=TIMELINE_WINDOW_S, limit=TIMELINE_EVENTS):
+            if (entry := _alert_entry(event.rule_name, event.event, event.detail)) is not None:
+                entries.append((event.at, *entry))
+        if self.services.incidents is not None:
+            for finished, report in list(self.services.incidents.reports):
+                d = report.diagnosis
+                outcome = " — verified" if report.verified else " — escalated" if report.escalated else ""
+                entries.append((finished, "diagnosis", f"{d.service}: {d.cause}: {d.summary}{outcome}"))
+        entries.sort(key=lambda entry: entry[0], reverse=True)
+        text = self.services.redactor.text
+        return [
+            {"at": _iso_s(at), "kind": kind, "text": _clip(text(line))} for at, kind, line in entries[:TIMELINE_SHOWN]
+        ]
+
+
+def _alert_entry(rule: str, event: str, detail: dict[str, Any]) -> tuple[str, str] | None:
+    """(kind, text) of an alert history event worth a line on the timeline; None for the rest (pending,
+    cleared, repeated, silenced: many, and little news)."""
+    if event == "firing":
+        return "alert", f"{rule} firing: {detail.get('summary', '')}".rstrip(": ")
+    if event == "resolved":
+        if detail.get("manual"):
+            return "alert", f"{rule} resolved by {detail.get('by') or 'hand'}"
+        firing_s = detail.get("firing_s")
+        return "alert", f"{rule} resolved" + (f" after {_seconds(firing_s)}" if firing_s is not None else "")
+    if event == "closed":
+        return "alert", f"{rule} closed: {detail.get('reason', '')}".rstrip(": ")
+    if event == "escalated":
+        channels = ", ".join(map(str, detail.get("channels") or []))
+        return "alert", f"{rule} escalated" + (f" to {channels}" if channels else "")
+    if event == "acknowledged":
+        return "alert", f"{rule} acknowledged by {detail.get('by') or 'unknown'}"
+    if event == "remediation_started":
+        return "remediation", f"remediation of {rule} started: {detail.get('action', '')}".rstrip(": ")
+    if event == "remediation_done":
+        result = "succeeded" if detail.get("ok") else "failed"
+        return "remediation", f"remediation of {rule} {result}: {detail.get('outcome', '')}".rstrip(": ")
+    if event == "recovered":
+        after = detail.get("time_to_recover_s")
+        line = f"{rule} recovered" + (f" {_seconds(after)} after firing" if after is not None else "")
+        return "remediation", line + (" (a person was needed)" if detail.get("human_needed") else "")
+    return None
+
+
+def _seconds(value: Any) -> str:
+    try:
+        return f"{float(value):.1f} s"
+    except (TypeError, ValueError):
+        return str(value)
+
+
+def _clip(value: str, limit: int = TEXT_MAX) -> str:
+    return value if len(value) <= limit else value[: limit - 1] + "…"
+
 
 def _iso(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _iso_s(epoch_s: float) -> str:
+    return _iso(datetime.fromtimestamp(epoch_s, UTC))
 
 
 # -- access ----------------------------------------------------------------------------------------------

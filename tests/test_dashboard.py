@@ -31,11 +31,14 @@ import yaml
 from mcp.server.mcpserver import MCPServer
 
 from mcp_server import build_http_app
-from mcp_server.dashboard import ALERTS_NOTE, COOKIE_NAME, add_dashboard_routes
+from mcp_server.dashboard import COOKIE_NAME, add_dashboard_routes
 from ops_agent.config import CONFIG_FILE_VARIABLE, ENVIRONMENT, load_settings
 from ops_agent.services import Services, open_services
 from ops_agent.stores.sqlite import SqliteDatabase
+from ops_agent.tools.alerts import SqliteAlertStore
+from ops_agent.tools.alerts.models import Alert
 from ops_agent.tools.deployment import SqliteDeploymentHistory
+from ops_agent.tools.incidents.models import Diagnosis, RemediationReport
 from tests.processes import STOP_TIMEOUT_S, free_port, missing, stop, wait_until_healthy
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -56,7 +59,8 @@ BROWSER_TIMEOUT_MS = 20_000
 TOKEN = "tok-dashboard-0123456789abcdef"
 OTHER_TOKEN = "tok-viewer-fedcba9876543210"
 SECTIONS = {"version", "generated_at", "interval_s", "agent", "system", "services", "deployments", "governance",
-            "alerts", "alerts_note", "errors"}
+            "alerts", "timeline", "errors"}
+SECRET = "sk-ant-api03-" + "Q7" * 16  # the redactor knows this shape
 
 
 # -- in-process helpers -----------------------------------------------------------------------------------
@@ -295,7 +299,53 @@ async def test_snapshot_has_every_section(tmp_path, tcp_listener):
     assert governance["budget"]["daily_tokens"] == {"used": 0, "limit": 2_000_000}
     assert list(governance["levels"]) == ["sandbox_only", "staging_access", "prod_low_risk", "prod_full_access"]
 
-    assert snapshot["alerts"] == [] and snapshot["alerts_note"] == ALERTS_NOTE
+    assert snapshot["alerts"] == [] and snapshot["timeline"] == []
+
+
+async def test_alerts_and_the_timeline_come_redacted(tmp_path):
+    """A rule that fires shows as an active alert and a timeline entry; remediation and diagnosis follow;
+    a secret in a summary, an outcome or a diagnosis never reaches the page."""
+    async with open_services(load_settings(_config(tmp_path, {}), environ={}), background=False) as services:
+        await services.monitoring.series.record("demo_errors", 42.0, {}, time.time())
+        await services.alerts.create_alert_rule("demo_errors", "demo_errors > 5", severity="critical")
+        await services.alerts.evaluator.cycle(time.time())
+        [alert] = await services.alerts.get_active_alerts()
+        assert alert.state == "firing"
+
+        alert.summary, alert.remediation = f"{alert.summary}; key {SECRET}", f"failed: {SECRET}"
+        await services.alerts.store.save_alert(alert)
+        await services.alerts.store.record(
+            alert.id, alert.rule_name, time.time(), "remediation_done", {"ok": False, "outcome": f"refused {SECRET}"}
+        )
+        assert services.incidents is not None
+        diagnosis = Diagnosis(
+            service="api", onset="2026-01-01T00:00:00Z", cause="crashing", summary=f"api keeps crashing ({SECRET})",
+            evidence=["3 restarts in 5 min"], fixable=False,
+        )
+        services.incidents.reports.append((time.time() + 1, RemediationReport(
+            diagnosis=diagnosis, outcome="no automatic fix", verified=False, verification="nothing was done",
+            escalated=True,
+        )))
+        async with _client(_app(services)) as client:
+            response = await client.get("/dashboard/snapshot")
+    assert SECRET not in response.text
+    snapshot = response.json()
+    assert snapshot["errors"] == {}
+
+    [shown] = snapshot["alerts"]
+    assert {k: shown[k] for k in ("id", "rule", "severity", "state", "acknowledged_by")} == {
+        "id": alert.id, "rule": "demo_errors", "severity": "critical", "state": "firing", "acknowledged_by": None
+    }
+    assert shown["summary"].startswith("demo_errors") and "[REDACTED]" in shown["summary"]
+    assert shown["remediation"].startswith("failed: ")
+    assert shown["started_at"].endswith("Z") and shown["fired_at"].endswith("Z")
+
+    timeline = snapshot["timeline"]
+    assert [(e["kind"], e["text"].split(":")[0]) for e in timeline] == [
+        ("diagnosis", "api"), ("remediation", "remediation of demo_errors failed"), ("alert", "demo_errors firing"),
+    ]  # newest first; the pending event is left out
+    assert timeline[0]["text"].startswith("api: crashing: api keeps crashing") and timeline[0]["text"].endswith(" — escalated")
+    assert all(e["at"].endswith("Z") and len(e["text"]) <= 300 for e in timeline)
 
 
 async def test_snapshots_read_probes_and_never_probe(tmp_path):
@@ -434,8 +484,9 @@ def _server_env(db: Path) -> dict[str, str]:
 
 
 
-def _seed_deployments(db: Path) -> None:
-    """Two finished deployments in the history, written through the history's own API."""
+def _seed_history(db: Path) -> None:
+    """Two finished deployments and a firing alert, written through the stores' own APIs (the alert has no
+    rule, so the server's evaluator leaves it alone)."""
 
     async def seed() -> None:
         database = SqliteDatabase(db)
@@ -452,6 +503,15 @@ def _seed_deployments(db: Path) -> None:
                     branch=branch, idempotency_key=key,
                 )
                 await history.update(entry.id, outcome=outcome, duration_s=42.0)
+            alerts = SqliteAlertStore(database)
+            await alerts.migrate()
+            now = time.time()
+            alert = Alert(
+                id="seeded-1", fingerprint="seeded", rule_id="seeded-rule", rule_name="demo_errors", severity="high",
+                state="firing", summary="demo_errors = 42 > 5 <b>bold</b>", started_at=now - 5, fired_at=now - 5,
+            )
+            await alerts.save_alert(alert)
+            await alerts.record(alert.id, alert.rule_name, now - 5, "firing", {"summary": alert.summary})
         finally:
             await database.close()
 
@@ -462,7 +522,7 @@ def _start_server(directory: Path, **extra: Any) -> RealServer:
     """`ops-agent serve --transport http` sampling every 0.5 s, watching its own /healthz, with history."""
     port = free_port()
     db = directory / "ops-agent.db"
-    _seed_deployments(db)
+    _seed_history(db)
     config = {
         "log_level": "WARNING",
         "monitoring": {"sample_interval_s": 0.5},
@@ -586,7 +646,12 @@ async def test_dashboard_in_headless_chromium(real_server, tmp_path):
             assert await page.locator("#deployments i").count() == 0  # ... never parsed as HTML
             governance = await page.inner_text("#governance")
             assert "sandbox_only" in governance and "Budget" in governance
-            assert ALERTS_NOTE in await page.inner_text("#alerts-note")
+            alerts = await page.inner_text("#alerts")
+            assert "demo_errors" in alerts and "<b>bold</b>" in alerts and "high" in alerts
+            assert await page.locator("#alerts b").count() == 0
+            assert not await page.is_visible("#alerts-note")
+            assert "demo_errors firing: demo_errors = 42 > 5" in await page.inner_text("#timeline")
+            assert await page.locator("#timeline li .badge").first.inner_text() == "alert"
             snapshots = int(await page.get_attribute("#live", "data-snapshots"))
             assert snapshots >= 3
             await page.screenshot(path=str(screenshot), full_page=True)

@@ -386,14 +386,43 @@
     );
   }
 
-  function renderAlerts(alerts, note) {
+  const SEVERITY_TONE = { critical: "bad", high: "bad", medium: "warn", low: "info" };
+
+  function renderAlerts(alerts) {
     const items = alerts.map((a) => {
-      const severity = a.severity || "alert";
-      const tone = severity === "critical" ? "bad" : severity === "warning" ? "warn" : "info";
-      return el("li", null, badge(severity, tone), " ", String(a.summary || a.message || a.name || "alert"));
+      const since = a.fired_at || a.started_at;
+      const when = el("span", "alert-meta", a.state === "pending" ? `pending since ${ago(since)}` : `firing since ${ago(since)}`);
+      when.title = clock(since);
+      const notes = [
+        a.acknowledged_by ? `acknowledged by ${a.acknowledged_by}` : null,
+        a.remediation ? `remediation: ${a.remediation}` : null,
+      ].filter(Boolean);
+      return el(
+        "li",
+        `alert-item ${SEVERITY_TONE[a.severity] || ""}`.trim(),
+        badge(a.severity || "alert", SEVERITY_TONE[a.severity]),
+        a.state === "pending" ? badge("pending") : null,
+        el("strong", null, String(a.rule || "alert")),
+        el("span", "alert-summary", String(a.summary || "")),
+        when,
+        notes.length ? el("span", "alert-meta", notes.join(" · ")) : null,
+      );
     });
     $("alerts").replaceChildren(...items);
-    $("alerts-note").textContent = alerts.length ? "" : ["None right now.", note].filter(Boolean).join(" ");
+    $("alerts-note").textContent = alerts.length ? "" : "None right now.";
+    $("alerts-note").hidden = alerts.length > 0;
+  }
+
+  const KIND_TONE = { alert: "warn", remediation: "info", diagnosis: "" };
+
+  function renderTimeline(entries) {
+    const items = entries.map((e) => {
+      const at = el("span", "timeline-time", clock(e.at));
+      at.title = new Date(e.at).toLocaleString();
+      return el("li", null, at, badge(e.kind, KIND_TONE[e.kind]), el("span", "timeline-text", String(e.text)));
+    });
+    $("timeline").replaceChildren(...items);
+    $("timeline-empty").hidden = entries.length > 0;
   }
 
   // -- the stream ------------------------------------------------------------------------------------
@@ -428,7 +457,8 @@
     renderServices(snapshot.services || []);
     renderDeployments(snapshot.deployments || []);
     renderGovernance(snapshot.governance);
-    renderAlerts(snapshot.alerts || [], snapshot.alerts_note);
+    renderAlerts(snapshot.alerts || []);
+    renderTimeline(snapshot.timeline || []);
     $("updated").textContent = `Updated ${clock(snapshot.generated_at)}`;
     $("problems").textContent = Object.values(snapshot.errors || {}).join(" · ");
   }
