@@ -12,15 +12,11 @@ itself there.
 from __future__ import annotations
 
 import asyncio
-import socket
-import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-import uvicorn
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from pydantic import ValidationError
@@ -30,14 +26,12 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from sandbox.demo_service.process import MB, Fault, Outcome, Process
-from sandbox.vercel import listen
+from sandbox.threaded_server import ThreadedServer
 
 if TYPE_CHECKING:
     from sandbox.vercel import State
 
 __all__ = ["DemoService", "create_app"]
-
-STARTUP_TIMEOUT_S = 10.0
 
 
 class _Collector:
@@ -123,36 +117,26 @@ def create_app(process: Process) -> Starlette:
     ])
 
 
-class DemoService:
+class DemoService(ThreadedServer):
     """Runs the demo app with uvicorn on 127.0.0.1 in a background thread (sync or async context manager).
 
     `versions` maps a git ref to the fault a build of it carries (absent or None: healthy). Memory and disk
     are simulated: a memory_leak grows memory until `memory_limit_mb`, then the process is OOM-killed until
     `restart()`; a disk_fill grows disk usage until writes fail, until `free_disk()`."""
 
+    name = "demo service"
+
     def __init__(
         self, state: State, *, project: str = "demo-app", log_path: Path,
         versions: Mapping[str, Fault | None] | None = None, service: str = "demo", seed: int = 0, port: int = 0,
         memory_limit_mb: float = 1024.0, clock: Callable[[], float] = time.monotonic, log_level: str = "warning",
     ) -> None:
+        super().__init__(port=port, log_level=log_level)
         self.process = Process(
             state, project=project, log_path=Path(log_path), versions=versions, service=service, seed=seed,
             memory_limit_mb=memory_limit_mb, clock=clock,
         )
         self.app = create_app(self.process)
-        self._port = port
-        self._log_level = log_level
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
-        self._socket: socket.socket | None = None
-        self._base_url: str | None = None
-
-    @property
-    def base_url(self) -> str:
-        """http://127.0.0.1:PORT (kept after stop)."""
-        if self._base_url is None:
-            raise RuntimeError("the demo service has not been started")
-        return self._base_url
 
     @property
     def admin_url(self) -> str:
@@ -177,43 +161,3 @@ class DemoService:
 
     def snapshot(self) -> dict[str, Any]:
         return self.process.snapshot()
-
-    def start(self) -> DemoService:
-        self._socket = listen("127.0.0.1", self._port)
-        self._base_url = f"http://127.0.0.1:{self._socket.getsockname()[1]}"
-        config = uvicorn.Config(self.app, log_level=self._log_level, lifespan="off", timeout_graceful_shutdown=2)
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(
-            target=self._server.run, kwargs={"sockets": [self._socket]}, name="demo-service", daemon=True
-        )
-        self._thread.start()
-        deadline = time.monotonic() + STARTUP_TIMEOUT_S
-        while not self._server.started:
-            if not self._thread.is_alive() or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError("the demo service did not start")
-            time.sleep(0.005)
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.should_exit = True
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-        if self._socket is not None:
-            self._socket.close()
-        self._server = self._thread = self._socket = None
-
-    def __enter__(self) -> DemoService:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    async def __aenter__(self) -> DemoService:
-        return await asyncio.to_thread(self.start)
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await asyncio.to_thread(self.stop)

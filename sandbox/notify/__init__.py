@@ -34,7 +34,7 @@ from sandbox.notify.config import SinksConfig, SlackState, SlackWebhookConfig
 from sandbox.notify.inbox import CHANNELS, Attempt, Channel, Fault, Inbox, InboxEntry
 from sandbox.notify.signing import SignatureError, sign, verify
 from sandbox.notify.smtp import SmtpSink
-from sandbox.vercel import listen
+from sandbox.threaded_server import STARTUP_TIMEOUT_S, listen
 
 __all__ = [
     "Attempt",
@@ -50,8 +50,6 @@ __all__ = [
     "sign",
     "verify",
 ]
-
-STARTUP_TIMEOUT_S = 10.0
 
 
 class NotifySinks:

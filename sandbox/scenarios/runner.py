@@ -182,7 +182,7 @@ class _Watch:
             self.result.fault_at = at
 
     async def look(self) -> None:
-        lab, result = self.lab, self.result
+        lab = self.lab
         for event in reversed(await lab.services.alerts.history(since_s=600, limit=500)):
             key = (event.alert_id + event.event + str(event.at), event.event)
             if event.event in ("firing", "resolved", "recovered", "remediation_done") and key not in self.seen_alerts:
