@@ -76,3 +76,19 @@ async def test_three_scenarios_end_to_end(tmp_path):
     assert summary["auto_fix_rate"] == 1.0 and summary["fixable"] == 1
     assert summary["false_positive_rate"] == 0.0 and summary["unsafe_actions"] == 0
     assert summary["deployment_success_rate"] == 1.0
+
+
+async def test_with_a_model_configured_the_claude_planner_plans_the_fix_and_its_cost_is_reported(tmp_path, monkeypatch):
+    """The suite's "real model" path, with only the Anthropic edge faked (the contract's example bodies)."""
+    from benchmarks.fake_anthropic import FakeAnthropic
+
+    scenario = load_scenario(SCENARIOS / "bad-deploy-error-spike.yaml")
+    with FakeAnthropic("remediate_incident", {"service": "demo"}, final_text="Rolled back the bad deployment.") as fake:
+        monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test-0123456789")
+        monkeypatch.setenv("ANTHROPIC_BASE_URL", fake.base_url)
+        result = await run_scenario(scenario, tmp_path / "claude")
+    assert result.error is None, result.timeline
+    assert result.passed and result.actions == ["rollback"] and result.cause == "bad_deployment"
+    assert fake.requests >= 2  # the tool call, then the answer after its result
+    assert result.tokens == fake.tokens_served and result.usd > 0
+    assert "sk-ant-test-0123456789" not in repr(result)
