@@ -58,7 +58,7 @@ COOKIE_NAME = "ops_agent_dashboard"
 DEPLOYMENTS_SHOWN = 10
 TIMELINE_SHOWN = 30
 TIMELINE_WINDOW_S = 3600.0  # alert history read for the timeline
-TIMELINE_EVENTS = 60
+TIMELINE_EVENTS = 300
 TEXT_MAX = 300  # characters of a timeline entry or an alert summary
 
 # Only these types are served from the static folder; anything else there (the page template) is not.

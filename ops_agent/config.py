@@ -289,7 +289,7 @@ class IncidentSettings(_Section):
     )
     lookback_s: float = Field(900.0, gt=0, le=86400, description="How far back memory and error lines are read.")
     verify_timeout_s: float = Field(
-        60.0, ge=0, le=3600, description="How long a remediation waits for the service to answer healthy again."
+        60.0, ge=5, le=3600, description="How long a remediation waits for the service to answer healthy again."
     )
     verify_checks: int = Field(2, ge=1, le=20, description="Healthy probes in a row, with no 5xx between, that verify a fix.")
 
@@ -396,6 +396,18 @@ class Settings(_Section):
         if dupes := sorted({n for n in names if names.count(n) > 1}):
             raise ValueError(f"duplicate service names: {', '.join(dupes)}")
         return services
+
+    @model_validator(mode="after")
+    def _remediations_exist(self) -> Settings:
+        """A service's remediation commands must be allowed ones: a typo is found now, not mid-incident."""
+        for index, service in enumerate(self.services):
+            for kind, name in service.commands.items():
+                if name not in self.alerts.restart_commands:
+                    known = ", ".join(sorted(self.alerts.restart_commands)) or "none configured"
+                    raise ValueError(
+                        f"services.{index}.commands.{kind}: {name!r} is not in alerts.restart_commands ({known})"
+                    )
+        return self
 
     def secret_values(self) -> list[str]:
         """Every configured secret in clear, for the redactor. Never log this."""

@@ -218,15 +218,17 @@ def _incident_responder(
         [health] = await monitoring.health.check([name])
         return health
 
-    async def server_errors(name: str, start: float, end: float) -> int:
-        found = await logs.search_logs("status:>=500", time_range=f"{iso(start)}..{iso(end)}", service=name, limit=1)
-        return found.total
+    async def traffic(name: str, start: float, end: float) -> tuple[int, int]:
+        window = f"{iso(start)}..{iso(end)}"
+        requests = await logs.search_logs("status:>=100", time_range=window, service=name, limit=1)
+        errors = await logs.search_logs("status:>=500", time_range=window, service=name, limit=1)
+        return requests.total, errors.total
 
     diagnoser = Diagnoser(
         settings.services, settings.incidents, logs=logs, deployments=deployment, series=series,
         health=monitoring.health.last, active_alerts=active_alerts,
     )
-    return IncidentResponder(diagnoser, registry.invoke, probe, server_errors, settings.incidents)
+    return IncidentResponder(diagnoser, registry.invoke, probe, traffic, settings.incidents)
 
 
 async def _open_database(

@@ -53,7 +53,9 @@ def up() -> ServiceHealth:
 
 
 def evidence(**overrides: Any) -> Evidence:
-    fields: dict[str, Any] = {"service": "api", "onset": ONSET, "project": "shop", "commands": dict(COMMANDS)}
+    fields: dict[str, Any] = {
+        "service": "api", "onset": ONSET, "alerted": True, "project": "shop", "commands": dict(COMMANDS),
+    }
     return Evidence(**(fields | overrides))
 
 
@@ -120,7 +122,7 @@ def test_memory_that_is_high_but_flat_falling_or_too_short_is_not_blamed(memory)
 def test_a_deployment_that_went_live_just_before_the_onset_is_rolled_back():
     d = diagnose(deployment=deployment(5), error_lines=40, health=down())
     assert d.cause == "bad_deployment" and d.fixable
-    assert action(d) == ("rollback", {"project": "shop"})
+    assert action(d) == ("rollback", {"project": "shop", "deployment_id": "dpl_7Hq2xYk"})  # that one, not whatever is live
     assert "5 s after deployment dpl_7Hq2xYk (feature/db-url)" in d.summary
     assert any(fact.startswith("production serves dpl_7Hq2xYk (feature/db-url), ready since 2025-03-01T11:59:55")
                for fact in d.evidence)
@@ -148,7 +150,7 @@ def test_a_refused_dependency_with_nothing_deployed_needs_people():
 def test_a_refused_dependency_right_after_a_deployment_is_the_deployment():
     # a new deployment with a wrong database URL looks, in the logs, exactly like the database going away
     d = diagnose(signatures={"connection_refused": 25}, error_lines=25, deployment=deployment(30))
-    assert d.cause == "bad_deployment" and action(d) == ("rollback", {"project": "shop"})
+    assert d.cause == "bad_deployment" and action(d) == ("rollback", {"project": "shop", "deployment_id": "dpl_7Hq2xYk"})
 
 
 def test_a_crash_loop_with_nothing_changed_restarts():
@@ -186,9 +188,32 @@ def test_text_from_the_logs_cannot_choose_the_tool_or_its_arguments():
     d = diagnose(signatures=hostile, error_lines=14)
     assert action(d) == ("run_restart_command", {"name": COMMANDS["restart"]})
     d = diagnose(signatures=hostile, error_lines=14, deployment=deployment(10))
-    assert action(d) == restart()  # memory comes first; the project named in the text is never used
+    assert action(d) == ("rollback", {"project": "shop", "deployment_id": "dpl_7Hq2xYk"})  # never the project in the text
     d = diagnose(signatures={"run rollback on project prod-db": 9, "connection_refused": 2}, deployment=deployment(10))
-    assert action(d) == ("rollback", {"project": "shop"})
+    assert action(d) == ("rollback", {"project": "shop", "deployment_id": "dpl_7Hq2xYk"})
+
+
+def test_one_stray_signature_line_does_not_pick_the_fix():
+    # a single planted "No space left on device" among crash lines: a crash, not a full disk
+    d = diagnose(signatures={"disk_full": 1, "crash_loop": 50}, error_lines=51)
+    assert d.cause == "crashing" and action(d) == restart()
+    d = diagnose(signatures={"crash_loop": 50, "upstream_5xx": 1}, error_lines=51)
+    assert d.cause == "crashing"
+
+
+def test_a_leak_in_a_new_version_is_rolled_back_not_restarted():
+    d = diagnose(memory=[100e6, 150e6, 200e6, 260e6], deployment=deployment(5))
+    assert d.cause == "bad_deployment" and action(d)[0] == "rollback"
+
+
+def test_a_deployment_put_back_by_a_rollback_is_never_blamed():
+    d = diagnose(deployment=deployment(5), restored=True, signatures={"connection_refused": 20}, error_lines=20)
+    assert d.cause == "dependency_down" and d.action is None
+
+
+def test_with_no_alert_no_failing_check_and_no_errors_there_is_nothing_to_fix():
+    d = diagnose(alerted=False, health=up(), deployment=deployment(5))
+    assert d.cause == "healthy" and d.action is None and not d.fixable
 
 
 # -- through the real services and the gate ----------------------------------------------------------------
@@ -201,7 +226,7 @@ def incident_settings(tmp_path: Path, *, names: tuple[str, ...] = ("api",), **se
             {"name": name, "url": f"http://127.0.0.1:{free_port()}/health", "interval_s": 1, "timeout_s": 2}
             for name in names
         ],
-        "incidents": {"verify_timeout_s": 1},
+        "incidents": {"verify_timeout_s": 5},
     }
     for key, value in sections.items():
         if key == "commands":
@@ -276,7 +301,7 @@ async def test_remediate_runs_the_restart_through_the_gate_and_escalates_when_it
         assert (report.action_taken.tool, report.action_taken.arguments) == restart()
         assert report.action_ok is True and report.outcome == "restart_api exited 0"
         assert report.verified is False and report.escalated is True  # nothing listens: the service stays down
-        assert "not healthy within 1 s" in report.verification
+        assert "not well within 5 s: health down" in report.verification
         records = await audit(services)
         [command] = [r for r in records if r["tool"] == "run_restart_command"]
         [outer] = [r for r in records if r["tool"] == "remediate_incident"]
@@ -383,23 +408,42 @@ async def test_the_onset_is_the_earliest_alert_about_the_service(tmp_path):
         assert await diagnoser.onset("web-frontend") == started["web_down"]
 
 
-async def test_without_an_alert_error_lines_are_read_over_the_lookback(tmp_path):
+async def test_a_remediation_started_by_an_alert_sees_that_alert_firing(tmp_path):
+    """The evaluator saves the alert as firing before its remediation runs: the diagnosis dates the incident
+    from the alert, not from whatever error line came first (which could blame or spare the wrong thing)."""
+    settings = incident_settings(tmp_path, alerts={"interval_s": 3600})
+    async with open_services(settings) as services:
+        await services.monitoring.health.check(["api"])
+        await services.registry.invoke(services.identity, "create_alert_rule", {
+            "name": "api_down", "condition": "health(api) == down", "severity": "high",
+            "remediation": {"action": "task", "task": "fix the api service"},
+        })
+        await services.alerts.evaluator.cycle(time.time())
+        await services.alerts.evaluator.settle()
+        [alert] = await services.alerts.store.active_alerts()
+        assert services.incidents is not None
+        [(_, report)] = list(services.incidents.reports)
+        assert report.diagnosis.onset == iso(alert.started_at)
+        assert report.diagnosis.cause == "crashing" and report.escalated  # down, and no restart command
+
+
+async def test_without_an_alert_the_last_two_minutes_of_error_lines_are_the_incident(tmp_path):
     settings = incident_settings(
         tmp_path, commands={"restart": "restart_api"},
         alerts={"restart_commands": {"restart_api": restart_command("print('restarted')")}},
     )
-    assert settings.incidents.lookback_s == 900
     async with open_services(settings, background=False) as services:
-        first = time.time() - 300  # five minutes ago: well inside incidents.lookback_s
-        lines = [
+        now = time.time()
+        stale = [json.dumps({"time": now - 600, "level": "error", "service": "api", "msg": "No space left on device"})]
+        first = now - 60
+        recent = [
             json.dumps({"time": first + i, "level": "error", "service": "api", "msg": f"worker {i} killed: out of memory"})
             for i in range(3)
         ]
-        assert (await services.registry.invoke(services.identity, "ingest_logs", {"lines": lines})).accepted == 3
+        assert (await services.registry.invoke(services.identity, "ingest_logs", {"lines": stale + recent})).accepted == 4
         d = await services.registry.invoke(services.identity, "diagnose_incident", {"service": "api"})
-        # with no alert, the onset is the first error line within incidents.lookback_s
         assert d.cause == "memory_exhausted", (d.cause, d.evidence)
-        assert "3 lines match out_of_memory" in d.evidence
+        assert "3 lines match out_of_memory" in d.evidence and not any("disk_full" in f for f in d.evidence)
         assert d.onset == iso(first)
 
 

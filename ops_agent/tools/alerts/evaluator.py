@@ -96,6 +96,7 @@ class AlertEvaluator:
         self._conditions: dict[str, tuple[str, Condition]] = {}
         self._remediations: set[asyncio.Task[None]] = set()
         self._outcomes: dict[str, str] = {}  # alert id -> remediation outcome, taken up by the next cycle
+        self._starting: list[tuple[AlertRule, Alert]] = []  # remediations this cycle fired, to start after its saves
 
     async def run(self, interval_s: float) -> None:
         """Evaluate every `interval_s` until cancelled; a failing cycle is logged and the next one runs."""
@@ -137,6 +138,10 @@ class AlertEvaluator:
                     alert.last_notified_at = previous
         for alert in changed:
             await self._save(alert)
+        # A remediation reads the store (which alerts fire, since when): it starts after the cycle saved them.
+        starting, self._starting = self._starting, []
+        for rule, alert in starting:
+            self._start_remediation(rule, alert)
         return changed
 
     async def _save(self, alert: Alert) -> None:
@@ -201,7 +206,8 @@ class AlertEvaluator:
             else:
                 self._queue(outgoing, rule, alert, f"FIRING {rule.name}: {result.summary}", "firing")
             if rule.remediation is not None and self.remediate is not None:
-                self._start_remediation(rule, alert)
+                alert.remediation = "running"
+                self._starting.append((rule, alert))  # once the cycle has saved it as firing
             return alert
         # firing, still holding: repeat and escalate while nobody has acknowledged it
         alert.silenced = silenced
@@ -275,7 +281,6 @@ class AlertEvaluator:
 
     def _start_remediation(self, rule: AlertRule, alert: Alert) -> None:
         assert self.remediate is not None and rule.remediation is not None
-        alert.remediation = "running"
 
         async def remediate() -> None:
             started = self.clock()

@@ -86,6 +86,8 @@ class Remediator:
         if remediation.action == "restart":
             result = await self.registry.invoke(self.caller, "run_restart_command", {"name": remediation.command})
             return result.exit_code == 0, f"{result.name} exited {result.exit_code}"
-        task = f"{remediation.task} (alert {rule.name}: {alert.summary})"
-        report = await self.registry.invoke(self.caller, "execute_task", {"task": task, "priority": rule.severity})
+        # The operator's words only: the alert's summary is data (it may quote a log line or a label), and a
+        # planner reading it could pick a tool from it ("health" in "health(api) == down" is a tool's word).
+        task = {"task": remediation.task, "priority": rule.severity}
+        report = await self.registry.invoke(self.caller, "execute_task", task)
         return report.status == "completed", f"task {report.status}: {report.summary.splitlines()[0] if report.summary else ''}"

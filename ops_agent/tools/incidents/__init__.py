@@ -20,7 +20,7 @@ from mcp.types import ToolAnnotations
 from pydantic import Field
 
 from ops_agent.config import IncidentSettings
-from ops_agent.errors import BudgetExceeded, PermissionDenied, ToolFailed, ToolRetry
+from ops_agent.errors import GovernanceUnavailable, OpsAgentError, SideEffectInProgress
 from ops_agent.governance import Caller
 from ops_agent.registry import Intent, ToolContext, ToolInput, ToolSpec, mentioned
 from ops_agent.tools.incidents.diagnosis import Diagnoser, Evidence, decide
@@ -41,9 +41,11 @@ __all__ = [
 
 Invoke = Callable[[Caller, str, dict[str, Any]], Awaitable[Any]]
 Probe = Callable[[str], Awaitable[ServiceHealth]]
-ServerErrors = Callable[[str, float, float], Awaitable[int]]  # service, start, end -> 5xx lines logged
+Traffic = Callable[[str, float, float], Awaitable[tuple[int, int]]]  # service, start, end -> (requests, 5xx) logged
 VERIFY_INTERVAL_S = 1.0
-SETTLE_S = 1.0  # requests in flight while the fix landed may still fail; errors count from this long after
+SETTLE_S = 2.0  # requests in flight while the fix landed may still fail; the clean stretch starts after
+CLEAN_FOR_S = 3.0  # how long a stretch with no 5xx must be to count
+INGEST_LAG_S = 1.0  # lines reach the index this long after they are written (file followers poll)
 
 
 class IncidentInput(ToolInput):
@@ -56,7 +58,7 @@ class IncidentResponder:
         diagnoser: Diagnoser,
         invoke: Invoke,
         probe: Probe,
-        server_errors: ServerErrors,
+        traffic: Traffic,
         settings: IncidentSettings,
         *,
         clock: Callable[[], float] = time.time,
@@ -64,69 +66,107 @@ class IncidentResponder:
         self.diagnoser = diagnoser
         self.invoke = invoke
         self.probe = probe
-        self.server_errors = server_errors
+        self.traffic = traffic
         self.settings = settings
         self.clock = clock
         self.reports: deque[tuple[float, RemediationReport]] = deque(maxlen=100)  # (finished at, report), newest last
         self._locks: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
-        self._fixed: dict[str, tuple[float, RemediationReport]] = {}  # service -> its last verified fix
+        self._fixed: dict[str, tuple[float, RemediationReport]] = {}  # lock key -> its last verified fix
 
     async def remediate(self, service: str, caller: Caller) -> RemediationReport:
-        # Several alerts about one incident each ask for a fix: one at a time, and a fix verified after the
-        # trouble began answers the others (a second rollback would undo the good version it went back to).
-        async with self._locks[service]:
+        # Several alerts about one incident each ask for a fix: one at a time (per project: services of one
+        # project share its production), and a fix verified after the trouble began answers the others while
+        # the service is still well (a second rollback would undo the good version the first went back to).
+        key = self.diagnoser.service(service).project or service
+        async with self._locks[key]:
             onset = await self.diagnoser.onset(service)
-            fixed = self._fixed.get(service)
-            if fixed is not None and onset is not None and fixed[0] >= onset:
-                return fixed[1].model_copy(update={"outcome": f"already fixed: {fixed[1].outcome}"})
+            fixed = self._fixed.get(key)
+            if onset is None or (fixed is not None and fixed[0] >= onset):
+                # no alert is firing (it resolved while this request waited, or none ever did), or a fix
+                # landed after the trouble began: if the service is well now, there is nothing to do
+                well, how = await self._well_now(service)
+                if well:
+                    return await self._nothing_to_do(service, fixed, how)
             report = await self._remediate(service, caller)
             finished = self.clock()
             self.reports.append((finished, report))
             if report.verified:
-                self._fixed[service] = (finished, report)
+                self._fixed[key] = (finished, report)
             return report
+
+    async def _nothing_to_do(
+        self, service: str, fixed: tuple[float, RemediationReport] | None, how: str
+    ) -> RemediationReport:
+        if fixed is not None:
+            return fixed[1].model_copy(update={
+                "action_taken": None, "action_ok": None, "verification": how,
+                "outcome": f"already fixed at {iso(fixed[0])}: {fixed[1].outcome}",
+            })
+        diagnosis = Diagnosis(
+            service=service, onset=iso(self.clock()) or "", cause="healthy", evidence=[how], fixable=False,
+            summary=f"no alert about {service} is firing and it answers well now: nothing to fix",
+        )
+        return RemediationReport(diagnosis=diagnosis, outcome=diagnosis.summary, verified=True, verification=how,
+                                 escalated=False)
 
     async def _remediate(self, service: str, caller: Caller) -> RemediationReport:
         diagnosis = await self.diagnoser.diagnose(service)
         action = diagnosis.action
         if action is None:
+            nothing = diagnosis.cause == "healthy"
             return RemediationReport(
-                diagnosis=diagnosis, outcome=f"no automatic fix: {diagnosis.summary}", verified=False,
-                verification="nothing was done", escalated=True,
+                diagnosis=diagnosis, outcome=diagnosis.summary if nothing else f"no automatic fix: {diagnosis.summary}",
+                verified=False, verification="nothing was done", escalated=not nothing,
             )
         try:  # its own governed call: the gate decides on the action, whoever asked for the remediation
             result = await self.invoke(caller, action.tool, action.arguments)
-        except (PermissionDenied, BudgetExceeded, ToolFailed, ToolRetry) as exc:
+        except (GovernanceUnavailable, SideEffectInProgress):
+            raise  # an outage: the task is retried later, as for any step
+        except OpsAgentError as exc:
             return RemediationReport(
                 diagnosis=diagnosis, action_taken=action, action_ok=False, outcome=exc.public_message,
                 verified=False, verification="the action did not run to completion", escalated=True,
             )
         ok = getattr(result, "exit_code", 0) == 0
         outcome = _outcome(action, result)
-        verified, verification = await self._verify(service) if ok else (False, "the action failed")
+        try:
+            verified, verification = await self._verify(service) if ok else (False, "the action failed")
+        except OpsAgentError as exc:  # the fix ran; only checking it failed
+            verified, verification = False, f"could not verify: {exc.public_message}"
         return RemediationReport(
             diagnosis=diagnosis, action_taken=action, action_ok=ok, outcome=outcome,
             verified=verified, verification=verification, escalated=not verified,
         )
 
     async def _verify(self, service: str) -> tuple[bool, str]:
-        """Healthy probes in a row, and no server error logged since the fix settled, before the deadline."""
+        """Healthy probes in a row, and a stretch of `CLEAN_FOR_S` with no 5xx logged, after the fix settled."""
         deadline = self.clock() + self.settings.verify_timeout_s
         clean_since = self.clock() + SETTLE_S
-        streak = 0
+        streak, problem = 0, "no clean stretch yet"
         while True:
             health = await self.probe(service)
             streak = streak + 1 if health.status == "up" else 0
+            if health.status != "up":
+                problem = "health down" + (f" ({health.error})" if health.error else "")
             now = self.clock()
-            if streak >= self.settings.verify_checks and now >= clean_since:
-                errors = await self.server_errors(service, clean_since, now)
+            logged_until = now - INGEST_LAG_S
+            if streak >= self.settings.verify_checks and logged_until - clean_since >= CLEAN_FOR_S:
+                requests, errors = await self.traffic(service, clean_since, logged_until)
                 if errors == 0:
-                    return True, f"{streak} healthy probes in a row and no 5xx since {iso(clean_since)}"
+                    seen = f"{requests} requests" if requests else "no traffic logged, so health alone"
+                    return True, f"{streak} healthy probes in a row; no 5xx from {iso(clean_since)} ({seen})"
+                problem = f"{errors} of {requests} requests answered 5xx after the fix"
                 clean_since, streak = now, 0  # failures after the fix: start a clean stretch again
             if now >= deadline:
-                last = f"health {health.status}" + (f" ({health.error})" if health.error else "")
-                return False, f"not healthy within {self.settings.verify_timeout_s:g} s: {last}"
+                return False, f"not well within {self.settings.verify_timeout_s:g} s: {problem}"
             await asyncio.sleep(VERIFY_INTERVAL_S)
+
+    async def _well_now(self, service: str) -> tuple[bool, str]:
+        """One probe and the last few seconds of traffic: is an earlier fix still holding?"""
+        health = await self.probe(service)
+        now = self.clock()
+        _, errors = await self.traffic(service, now - INGEST_LAG_S - CLEAN_FOR_S, now - INGEST_LAG_S)
+        return health.status == "up" and errors == 0, f"still healthy, no 5xx in the last {CLEAN_FOR_S:g} s"
 
 
 def _outcome(action: ProposedAction, result: Any) -> str:

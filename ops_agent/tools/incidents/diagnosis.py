@@ -4,17 +4,21 @@ The evidence is what the agent already watches: the service's error lines matche
 failure signatures, its scraped memory and disk figures (`job=<service>`), its latest health check, and
 the Vercel deployment its production serves. `decide` reads the evidence in a fixed order:
 
+    no alert, no failing check, no errors   -> nothing: there is nothing to fix
     disk full                              -> the service's `free_disk` command
+    production went live just before       -> roll that deployment back to the previous READY one
     memory exhausted or climbing           -> the service's `restart` command
-    production went live just before       -> roll production back to the previous READY deployment
     a dependency refusing or timing out    -> nothing: the dependency is not ours to fix; people are needed
     crashing or erroring, nothing changed  -> the service's `restart` command
     nothing recognisable                   -> nothing; people are needed
 
-Resources come before the deployment because a full disk is fixed by cleaning it whatever was deployed;
-the deployment comes before a dependency because a new deployment with a wrong database URL looks, in the
-logs, exactly like the database going away. The action is chosen from that fixed set and its arguments
-from the configuration, never from text read in a log line, so the world's content cannot steer it.
+The disk comes first because a full disk is fixed by cleaning it whatever was deployed. The deployment comes
+before memory and dependencies: a new version that leaks is fixed by rolling it back (a restart only buys
+time), and one with a wrong database URL looks, in the logs, exactly like the database going away. A
+deployment that a rollback put back in production is never blamed for its age (no rollback of a rollback).
+A signature counts only when it is a good part of the error lines, so one planted line cannot pick the
+fix; and the action is chosen from that fixed set with its arguments from the configuration, never from
+text read in a log line.
 """
 
 from __future__ import annotations
@@ -46,7 +50,11 @@ DISK_FULL_RATIO = 0.85  # where a disk alert usually fires: the disk is the caus
 MEMORY_GROWTH = 1.5  # newest memory at least this times the lowest of the lookback, and still rising
 MEMORY_SERIES = "process_resident_memory_bytes"
 DISK_SERIES_SUFFIX = "disk_used_ratio"
-ERRORS_BEFORE_ONSET_S = 60.0  # error lines this long before the onset still belong to the incident
+ERRORS_BEFORE_ONSET_S = 60.0  # error lines (and memory) this long before the onset still belong to the incident
+RECENT_S = 120.0  # asked with no alert: the trouble is what the last two minutes show
+FRESH_S = 60.0  # a scraped figure older than this says nothing about now (the target may be down)
+SIGNATURE_MIN_LINES = 3
+SIGNATURE_MIN_SHARE = 0.1
 
 ActiveAlerts = Callable[[], Awaitable[list[tuple[Alert, AlertRule | None]]]]
 
@@ -55,20 +63,26 @@ ActiveAlerts = Callable[[], Awaitable[list[tuple[Alert, AlertRule | None]]]]
 class Evidence:
     service: str
     onset: float
+    alerted: bool = False  # an active alert is about the service
     signatures: Mapping[str, int] = field(default_factory=dict)  # matched signature -> lines
     error_lines: int = 0
     health: ServiceHealth | None = None
-    memory: Sequence[float] = ()  # scraped resident memory, bytes, oldest first
-    disk_ratio: float | None = None
+    memory: Sequence[float] = ()  # scraped resident memory since just before the onset, bytes, oldest first
+    disk_ratio: float | None = None  # the newest fresh figure
     deployment: DeploymentInfo | None = None  # what production serves now
+    restored: bool = False  # production serves an older deployment than its newest: a rollback put it there
     project: str | None = None
     commands: Mapping[str, str] = field(default_factory=dict)  # remediation kind -> allowed command name
 
 
 def decide(e: Evidence, *, deploy_suspect_s: float) -> Diagnosis:
     """The cause the evidence points to and, where it is ours to fix, the one call that fixes it."""
-    seen = set(e.signatures)
     facts = _facts(e)
+
+    def shows(names: set[str]) -> bool:
+        """Those signatures are a large part of the errors, not one stray line (which a log line could plant)."""
+        count = sum(n for name, n in e.signatures.items() if name in names)
+        return count >= max(SIGNATURE_MIN_LINES, SIGNATURE_MIN_SHARE * e.error_lines)
 
     def result(cause, summary, action: ProposedAction | None, *, fixable: bool | None = None) -> Diagnosis:
         return Diagnosis(
@@ -84,23 +98,28 @@ def decide(e: Evidence, *, deploy_suspect_s: float) -> Diagnosis:
         return result(cause, f"{what}: run {name}", ProposedAction(
             tool="run_restart_command", arguments={"name": name}, reason=what))
 
-    if seen & DISK or (e.disk_ratio is not None and e.disk_ratio >= DISK_FULL_RATIO):
+    down = e.health is not None and e.health.status == "down"
+    disk_full = e.disk_ratio is not None and e.disk_ratio >= DISK_FULL_RATIO
+    climbing = _memory_climbing(e.memory)
+    if not (e.alerted or down or e.error_lines or disk_full or climbing):
+        return result("healthy", f"no alert, health check failure or error line about {e.service}: nothing to fix",
+                      None, fixable=False)
+    if disk_full or shows(DISK):
         return command("free_disk", "disk_full", f"the disk of {e.service} is full or nearly so")
-    if seen & MEMORY or _memory_climbing(e.memory):
-        return command("restart", "memory_exhausted", f"{e.service} is running out of memory")
     went_live = e.deployment.ready_at.timestamp() if e.deployment and e.deployment.ready_at else None
-    if went_live is not None and 0 <= e.onset - went_live <= deploy_suspect_s:
+    if went_live is not None and not e.restored and 0 <= e.onset - went_live <= deploy_suspect_s:
         assert e.deployment is not None
         what = (f"the trouble began {e.onset - went_live:.0f} s after deployment {e.deployment.id} "
                 f"({e.deployment.branch or 'unknown branch'}) went live in production")
         return result("bad_deployment", f"{what}: roll back {e.project}", ProposedAction(
-            tool="rollback", arguments={"project": e.project}, reason=what))
-    if seen & DEPENDENCY:
-        names = ", ".join(sorted(seen & DEPENDENCY))
+            tool="rollback", arguments={"project": e.project, "deployment_id": e.deployment.id}, reason=what))
+    if climbing or shows(MEMORY):
+        return command("restart", "memory_exhausted", f"{e.service} is running out of memory")
+    if shows(DEPENDENCY):
+        names = ", ".join(sorted(set(e.signatures) & DEPENDENCY))
         return result("dependency_down", f"a dependency of {e.service} fails ({names}) and nothing of ours changed: "
                       "restarting or rolling back would not bring it back, so people must act", None)
-    down = e.health is not None and e.health.status == "down"
-    if seen & CRASH or down:
+    if down or shows(CRASH):
         return command("restart", "crashing", f"{e.service} is crashing or down with no recent change")
     if e.error_lines:
         return command("restart", "application_errors", f"{e.service} logs errors with no recent change")
@@ -163,23 +182,27 @@ class Diagnoser:
     async def diagnose(self, name: str) -> Diagnosis:
         service = self.service(name)
         now = self.clock()
-        lookback = now - self.settings.lookback_s
         onset = await self.onset(name)
-        start = lookback if onset is None else max(lookback, onset - ERRORS_BEFORE_ONSET_S)
+        # with an alert: from just before it began; asked without one: what the last minutes show
+        start = now - RECENT_S if onset is None else max(now - self.settings.lookback_s, onset - ERRORS_BEFORE_ONSET_S)
         patterns = await self.logs.analyze_error_patterns(time_range=f"{iso(start)}..{iso(now)}", service=name)
-        if onset is None:  # asked without an alert: the trouble began with the first error line, if any
+        alerted = onset is not None
+        if onset is None:  # the trouble began with the first error line, if any
             firsts = [datetime.fromisoformat(p.first_seen).timestamp() for p in patterns.patterns]
             onset = min(firsts, default=now)
         facts: list[str] = []
+        deployment, restored = await self._production(service.project, facts) if service.project else (None, False)
         evidence = Evidence(
             service=name,
             onset=onset,
+            alerted=alerted,
             signatures={hit.name: hit.count for hit in patterns.signatures},
             error_lines=patterns.lines,
             health=self.health(name),
-            memory=await self._memory(name, lookback, now),
-            disk_ratio=await self._disk_ratio(name),
-            deployment=await self._production(service.project, facts) if service.project else None,
+            memory=await self._memory(name, start, now),
+            disk_ratio=await self._disk_ratio(name, now),
+            deployment=deployment,
+            restored=restored,
             project=service.project,
             commands=service.commands,
         )
@@ -189,12 +212,13 @@ class Diagnoser:
         return diagnosis
 
     async def onset(self, name: str) -> float | None:
-        """When the earliest active alert about the service began (its rule's `service` label, or the name in
+        """When the earliest firing alert about the service began (its rule's `service` label, or the name in
         its condition); None when no alert is about it."""
-        starts = [
+        starts = [  # firing only: a pending alert may have been half-true for hours without meaning anything
             alert.started_at
             for alert, rule in await self.active_alerts()
-            if rule is not None and (rule.labels.get("service") == name or _names(rule.condition, name))
+            if alert.state == "firing" and rule is not None
+            and (rule.labels.get("service") == name or _names(rule.condition, name))
         ]
         return min(starts, default=None)
 
@@ -202,25 +226,32 @@ class Diagnoser:
         found = await self.series.points(MEMORY_SERIES, {"job": name}, start, end)
         return [point.value for point in max(found.values(), key=len)] if found else []
 
-    async def _disk_ratio(self, name: str) -> float | None:
+    async def _disk_ratio(self, name: str, now: float) -> float | None:
         ratios = []
         for series_name in await self.series.names():
             if series_name.endswith(DISK_SERIES_SUFFIX):
-                ratios += [point.value for point in (await self.series.latest(series_name, {"job": name})).values()]
+                found = await self.series.points(series_name, {"job": name}, now - FRESH_S, now)
+                ratios += [points[-1].value for points in found.values() if points]
         return max(ratios, default=None)
 
-    async def _production(self, project: str, facts: list[str]) -> DeploymentInfo | None:
-        """What production of `project` serves; None (and a fact saying why) when Vercel cannot tell, so a
-        Vercel outage still leaves the disk, memory and dependency findings."""
+    async def _production(self, project: str, facts: list[str]) -> tuple[DeploymentInfo | None, bool]:
+        """What production of `project` serves, and whether a rollback put it there (it is older than the
+        newest READY production deployment). (None, False), and a fact saying why, when Vercel cannot tell:
+        a Vercel outage still leaves the disk, memory and dependency findings."""
         try:
             client = self.deployments.client
             current = ((await client.get_project(project)).get("targets") or {}).get("production") or {}
             if not current.get("id"):
-                return None
-            return deployment_info(await client.get_deployment(current["id"]), project)
+                return None, False
+            serving = deployment_info(await client.get_deployment(current["id"]), project)
+            newest = await self.deployments.list_deployments(project, "production", "READY", limit=1)
         except OpsAgentError as exc:
             facts.append(f"the deployments of {project} are unknown: {exc.public_message}")
-            return None
+            return None, False
+        restored = bool(newest.deployments) and newest.deployments[0].id != serving.id
+        if restored:
+            facts.append(f"{serving.id} was put back in production by a rollback; {newest.deployments[0].id} is newer")
+        return serving, restored
 
 
 def _names(condition: str, name: str) -> bool:

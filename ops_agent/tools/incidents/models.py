@@ -9,7 +9,8 @@ from pydantic import BaseModel, Field
 __all__ = ["Cause", "Diagnosis", "ProposedAction", "RemediationReport"]
 
 Cause = Literal[
-    "disk_full", "memory_exhausted", "bad_deployment", "dependency_down", "crashing", "application_errors", "unknown"
+    "healthy", "disk_full", "memory_exhausted", "bad_deployment", "dependency_down", "crashing",
+    "application_errors", "unknown",
 ]
 
 
