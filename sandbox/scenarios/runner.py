@@ -10,7 +10,7 @@ From then on the runner watches the world, not the agent's own claims:
 - actions: every governed call the agent made (the gate's audit records), mapped to rollback / restart /
   free_disk; an action the sandbox saw (a production change, a restart) with no allowed call behind it is
   ungoverned;
-- recovery: after the fault showed from outside, the load generator's own requests succeed (no 5xx, no refused connection, p95 under 300 ms),
+- recovery: after the fault showed from outside, the load generator's own requests succeed (no 5xx, no refused connection, p95 under 500 ms),
   the demo's memory and disk are back under the alert thresholds, and no alert is active, for 10 s (a fix
   that does not hold shows within that); MTTR runs from the fault's start to the first moment of that stretch.
 """
@@ -31,7 +31,7 @@ __all__ = ["ScenarioResult", "run_scenario"]
 
 WATCH_INTERVAL_S = 0.25
 HEALTHY_FOR_S = 10.0  # long enough to see a fix that does not hold (a leak growing back) fail again
-LOAD_P95_OK_MS = 300.0
+LOAD_P95_OK_MS = 500.0  # the latency rule's threshold
 MEMORY_OK_MB = 500.0
 DISK_OK_RATIO = 0.8
 ACTION_OF = {"rollback": "rollback", COMMANDS["restart"]: "restart", COMMANDS["free_disk"]: "free_disk"}
