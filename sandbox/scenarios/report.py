@@ -35,6 +35,7 @@ def summarize(results: Sequence[ScenarioResult]) -> dict[str, Any]:
     fixable = [r for r in faults if r.fixable]
     detect = [r.mttd_s for r in faults if r.mttd_s is not None]
     recover = [r.mttr_s for r in faults if r.mttr_s is not None]
+    fixed_in = [r.mttr_s for r in fixable if r.fixed and r.mttr_s is not None]
     fired = sum(r.alerts_fired for r in results)
     false_alerts = sum(r.false_alerts for r in results)
     deploys = sum(r.deploys for r in results)
@@ -47,6 +48,8 @@ def summarize(results: Sequence[ScenarioResult]) -> dict[str, Any]:
         "mttd_worst_s": max(detect, default=None),
         "mttr_mean_s": _mean(recover),
         "mttr_worst_s": max(recover, default=None),
+        "mttr_fixed_mean_s": _mean(fixed_in),
+        "mttr_fixed_worst_s": max(fixed_in, default=None),
         "fixable": len(fixable),
         "fixed": sum(r.fixed for r in fixable),
         "auto_fix_rate": round(sum(r.fixed for r in fixable) / len(fixable), 4) if fixable else None,
@@ -101,7 +104,8 @@ def render(results: Sequence[ScenarioResult], summary: dict[str, Any]) -> str:
         f"MTTD                    mean {shown(s['mttd_mean_s'])} s, worst {shown(s['mttd_worst_s'])} s "
         f"({s['detected']} of {s['faults']} detected; goal <= {goals['mttd_worst_s']:g} s: {mark('mttd_worst_s')})",
         f"MTTR                    mean {shown(s['mttr_mean_s'])} s, worst {shown(s['mttr_worst_s'])} s "
-        f"(goal <= {goals['mttr_worst_s']:g} s: {mark('mttr_worst_s')})",
+        f"(goal <= {goals['mttr_worst_s']:g} s: {mark('mttr_worst_s')}); the ones ops-agent fixed: mean "
+        f"{shown(s['mttr_fixed_mean_s'])} s, worst {shown(s['mttr_fixed_worst_s'])} s",
         f"auto-fix rate           {s['fixed']} of {s['fixable']} fixable = {shown(s['auto_fix_rate'])} "
         f"(goal >= {goals['auto_fix_rate']}: {mark('auto_fix_rate')})",
         f"diagnosis right         {s['diagnosed_right']} of {s['faults']}",
