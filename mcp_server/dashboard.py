@@ -44,7 +44,7 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, RedirectResponse, Response
 
-from mcp_server._hosts import is_loopback
+from mcp_server._hosts import host_allowed
 from ops_agent import __version__
 from ops_agent.services import Services
 
@@ -465,7 +465,7 @@ class _Access:
 
     def refuse_host(self, request: Request) -> Response | None:
         """Without tokens, only a loopback Host (or a configured one) may read the dashboard."""
-        if self.required or _host_allowed(request.headers.get("host", ""), self._allowed_hosts):
+        if self.required or host_allowed(request.headers.get("host", ""), self._allowed_hosts):
             return None
         return PlainTextResponse("invalid Host header\n", status_code=421)
 
@@ -499,14 +499,6 @@ def _unauthorized(page_hint: bool = False) -> Response:
     return PlainTextResponse(
         message + "\n", status_code=401, headers={"WWW-Authenticate": "Bearer", "Cache-Control": "no-store"}
     )
-
-
-def _host_allowed(host: str, allowed: list[str]) -> bool:
-    if host in allowed or any(
-        pattern.endswith(":*") and host.startswith(pattern[:-1]) for pattern in allowed
-    ):
-        return True
-    return is_loopback(host.rsplit(":", 1)[0] if not host.endswith("]") else host)
 
 
 # -- assets ----------------------------------------------------------------------------------------------

@@ -7,7 +7,10 @@ audit trail); what they write is scrubbed of secrets like every other source.
 
 Who may post: with `logs.drain_secret` set, a Vercel delivery must carry a valid signature (else 403).
 Otherwise a sender needs `Authorization: Bearer` with `logs.ingest_token` or one of `mcp.tokens`,
-unless neither is configured, in which case the server only listens on loopback and local senders may post.
+unless neither is configured, in which case the server only listens on loopback and local senders may post:
+a request naming another Host (DNS rebinding) or sent from another site's page (its Origin) is refused.
+A refused token gets 401 with `WWW-Authenticate: Bearer`. A body over `MAX_BODY_BYTES` gets 413: at once
+when its Content-Length says so, else as soon as the chunks read pass the cap.
 """
 
 from __future__ import annotations
@@ -19,8 +22,9 @@ from collections.abc import Awaitable, Callable
 
 from mcp.server.mcpserver import MCPServer
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 
+from mcp_server._hosts import refuse_foreign
 from ops_agent.errors import OpsAgentError
 from ops_agent.services import Services
 from ops_agent.tools.logs.ingest.body import json_array
@@ -40,17 +44,20 @@ def add_ingest_routes(server: MCPServer, services: Services) -> None:
         tokens.append(settings.logs.ingest_token.get_secret_value().encode())
     secret = settings.logs.drain_secret.get_secret_value() if settings.logs.drain_secret else None
 
-    def authorized(request: Request) -> bool:
-        if not tokens:
-            return True  # nothing configured: the server refuses to bind beyond loopback
+    def refusal(request: Request, message: str) -> Response | None:
+        """None when the sender may post: a known bearer token, or with none configured a local request."""
+        if not tokens:  # nothing configured: the server refuses to bind beyond loopback
+            return refuse_foreign(request, settings.mcp.allowed_hosts, settings.mcp.allowed_origins)
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
         candidate = token.strip().encode()
-        return scheme.lower() == "bearer" and any(hmac.compare_digest(candidate, known) for known in tokens)
+        if scheme.lower() == "bearer" and any(hmac.compare_digest(candidate, known) for known in tokens):
+            return None
+        return _refuse(401, message)
 
     @server.custom_route("/ingest/logs", methods=["POST"])
-    async def ingest_logs(request: Request) -> JSONResponse:
-        if not authorized(request):
-            return _refuse(401, "a bearer token (logs.ingest_token or an mcp.tokens entry) is required")
+    async def ingest_logs(request: Request) -> Response:
+        if refused := refusal(request, "a bearer token (logs.ingest_token or an mcp.tokens entry) is required"):
+            return refused
         body = await _body(request)
         if isinstance(body, JSONResponse):
             return body
@@ -68,15 +75,16 @@ def add_ingest_routes(server: MCPServer, services: Services) -> None:
         return await _write(lambda: services.logs.collector.write_lines(lines, service=service, host=host))
 
     @server.custom_route("/ingest/vercel", methods=["POST"])
-    async def ingest_vercel(request: Request) -> JSONResponse:
+    async def ingest_vercel(request: Request) -> Response:
+        if secret is None and (
+            refused := refusal(request, "set logs.drain_secret to accept signed Vercel deliveries, or send a bearer token")
+        ):
+            return refused
         body = await _body(request)
         if isinstance(body, JSONResponse):
             return body
-        if secret is not None:
-            if not valid_drain_signature(body, secret, request.headers.get("x-vercel-signature")):
-                return _refuse(403, "x-vercel-signature does not match the body (check logs.drain_secret)")
-        elif not authorized(request):
-            return _refuse(401, "set logs.drain_secret to accept signed Vercel deliveries, or send a bearer token")
+        if secret is not None and not valid_drain_signature(body, secret, request.headers.get("x-vercel-signature")):
+            return _refuse(403, "x-vercel-signature does not match the body (check logs.drain_secret)")
         try:
             records = drain_records(body)
         except OpsAgentError as exc:
@@ -107,4 +115,5 @@ async def _write(write: Callable[[], Awaitable[int]]) -> JSONResponse:
 
 
 def _refuse(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status)
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return JSONResponse({"error": message}, status_code=status, headers=headers)

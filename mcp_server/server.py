@@ -31,7 +31,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from mcp_server._hosts import is_loopback
+from mcp_server._hosts import is_loopback, refuse_foreign
 from mcp_server.dashboard import add_dashboard_routes
 from mcp_server.ingest import add_ingest_routes
 from ops_agent import __version__
@@ -44,6 +44,8 @@ from ops_agent.telemetry import CONTENT_TYPE_LATEST
 __all__ = ["build_http_app", "build_server"]
 
 log = logging.getLogger("mcp_server")
+
+MAX_BODY_BYTES = 4 * 1024 * 1024  # one JSON-RPC message to /mcp; larger gets 413 (log batches: /ingest/logs)
 
 INSTRUCTIONS = (
     "ops-agent: deploy, monitor, read logs, alert and notify. Every tool call passes a governance gate "
@@ -78,13 +80,20 @@ class _BearerTokens:
 
 class _OpsMCPServer(MCPServer):
     """MCPServer whose unknown-tool answers come from the registry: audited, and redacted (the SDK's own
-    answer would echo the requested name as it is)."""
+    answer would echo the requested name as it is). Its tools are the registry's, fixed at start: adding or
+    removing one afterwards raises, so nothing at run time can put a tool beside the gate."""
 
     def __init__(self, *args: Any, services: Services, via: str, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._services = services
         self._via = via
         self._names = {spec.name for spec in services.registry.specs()}
+
+    def add_tool(self, *args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("the MCP tools are the registry's, fixed at start; register a ToolSpec instead")
+
+    def remove_tool(self, name: str) -> None:
+        raise RuntimeError("the MCP tools are the registry's, fixed at start")
 
     async def call_tool(self, name: str, arguments: dict[str, Any], context: Context | None = None) -> Any:
         if name not in self._names:
@@ -128,7 +137,10 @@ def build_server(services: Services, *, via: str = "mcp-stdio") -> MCPServer:
 
     @server.custom_route("/metrics", methods=["GET"])
     async def metrics(request: Request) -> Response:
-        """Prometheus exposition; behind the same bearer tokens as MCP when tokens are configured."""
+        """Prometheus exposition; behind the same bearer tokens as MCP when tokens are configured, and only
+        for this machine's Host and Origin (or the configured ones) when not."""
+        if not tokens and (refused := refuse_foreign(request, settings.allowed_hosts, settings.allowed_origins)):
+            return refused
         if tokens:
             scheme, _, token = request.headers.get("authorization", "").partition(" ")
             if scheme.lower() != "bearer" or await verifier.verify_token(token) is None:
@@ -143,7 +155,8 @@ def build_server(services: Services, *, via: str = "mcp-stdio") -> MCPServer:
 
 
 def build_http_app(services: Services, server: MCPServer | None = None) -> Starlette:
-    """The streamable HTTP app. Refuses to bind beyond loopback without bearer tokens."""
+    """The streamable HTTP app. Refuses to bind beyond loopback without bearer tokens. Bodies over
+    `MAX_BODY_BYTES` get 413 before any of them is parsed (the SDK's limit, set here)."""
     settings = services.settings.mcp
     if not is_loopback(settings.host) and not settings.tokens:
         raise ConfigError(
@@ -161,6 +174,7 @@ def build_http_app(services: Services, server: MCPServer | None = None) -> Starl
     return server.streamable_http_app(
         streamable_http_path=settings.path,
         stateless_http=True,
+        max_request_body_size=MAX_BODY_BYTES,
         transport_security=security,
         host=settings.host,
     )
