@@ -386,7 +386,7 @@ async def test_a_log_line_naming_another_action_does_not_change_the_fix(tmp_path
 
 async def test_the_onset_is_the_earliest_alert_about_the_service(tmp_path):
     settings = incident_settings(tmp_path, names=("api", "web-frontend"), alerts={"interval_s": 3600})
-    async with open_services(settings) as services:
+    async with open_services(settings, background=False) as services:  # this test drives the cycles
         await services.monitoring.health.check(["api", "web-frontend"])
         for name, condition in (("api_down", "health(api) == down"), ("web_down", 'health("web-frontend") == down')):
             rule = await services.registry.invoke(
@@ -412,7 +412,7 @@ async def test_a_remediation_started_by_an_alert_sees_that_alert_firing(tmp_path
     """The evaluator saves the alert as firing before its remediation runs: the diagnosis dates the incident
     from the alert, not from whatever error line came first (which could blame or spare the wrong thing)."""
     settings = incident_settings(tmp_path, alerts={"interval_s": 3600})
-    async with open_services(settings) as services:
+    async with open_services(settings, background=False) as services:  # this test drives the cycles
         await services.monitoring.health.check(["api"])
         await services.registry.invoke(services.identity, "create_alert_rule", {
             "name": "api_down", "condition": "health(api) == down", "severity": "high",

@@ -86,7 +86,7 @@ class IncidentResponder:
                 # landed after the trouble began: if the service is well now, there is nothing to do
                 well, how = await self._well_now(service)
                 if well:
-                    return await self._nothing_to_do(service, fixed, how)
+                    return self._nothing_to_do(service, fixed if onset is not None else None, how)
             report = await self._remediate(service, caller)
             finished = self.clock()
             self.reports.append((finished, report))
@@ -94,9 +94,7 @@ class IncidentResponder:
                 self._fixed[key] = (finished, report)
             return report
 
-    async def _nothing_to_do(
-        self, service: str, fixed: tuple[float, RemediationReport] | None, how: str
-    ) -> RemediationReport:
+    def _nothing_to_do(self, service: str, fixed: tuple[float, RemediationReport] | None, how: str) -> RemediationReport:
         if fixed is not None:
             return fixed[1].model_copy(update={
                 "action_taken": None, "action_ok": None, "verification": how,
