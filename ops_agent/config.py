@@ -183,7 +183,9 @@ class VercelSettings(_Section):
     token: SecretStr | None = Field(None, description="Vercel access token (VERCEL_TOKEN).")
     team_id: str | None = Field(None, description="Team to act in (VERCEL_TEAM_ID); none = the personal account.")
     api_url: str = Field("https://api.vercel.com", description="API base URL; the sandbox emulator's for local use.")
-    projects: list[str] = Field(default_factory=list, description="Project names the planner may deploy.")
+    projects: list[str] = Field(
+        default_factory=list, description="This agent's projects; once set, the deployment tools refuse others."
+    )
     default_project: str | None = Field(None, description="Project a task means when it names none.")
     sandbox_projects: list[str] = Field(
         default_factory=list, description="Projects a sandbox_only agent may deploy to any environment."

@@ -81,6 +81,7 @@ class DeploymentTool:
         progress: Progress | None = None,
     ) -> DeployResult:
         """Build `branch` of `project` (from its git link) into `environment`."""
+        self._in_scope(project)
         key = idempotency_key or f"deploy-{uuid.uuid4().hex}"
         started = time.monotonic()
         details = await self.client.get_project(project)
@@ -215,6 +216,8 @@ class DeploymentTool:
         limit: int = 20,
         until: int | None = None,
     ) -> DeploymentList:
+        if project:
+            self._in_scope(project)
         project_id = (await self.client.get_project(project)).get("id") if project else None
         target = VERCEL_TARGETS[environment] if environment else None
         page = await self.client.list_deployments(
@@ -338,13 +341,26 @@ class DeploymentTool:
             raise
 
     def _check_project(self, body: dict[str, Any], project: str | None) -> None:
-        """When the caller named a project (it may decide the governance action), the deployment must be in it."""
+        """When the caller named a project (it may decide the governance action), the deployment must be in it;
+        and a deployment is acted on only in this agent's projects."""
         if project is not None and project not in (body.get("name"), body.get("projectId")):
             raise ToolRetry(f"deployment {body.get('id')} does not belong to project {project!r}")
+        shown = f"{body.get('name')!r} (of deployment {body.get('id')})"
+        self._in_scope(body.get("name"), body.get("projectId"), shown=shown)
+
+    def _in_scope(self, *names: str | None, shown: str | None = None) -> None:
+        """Act only on this agent's projects: vercel.projects, sandbox_projects and default_project. With no
+        list configured, on whatever the token reaches."""
+        s = self.settings
+        scope = {*s.projects, *s.sandbox_projects, *([s.default_project] if s.default_project else [])}
+        if scope and not scope & set(names):
+            raise ToolRetry(f"project: {shown or repr(names[0])} is not one of this agent's projects "
+                            f"({', '.join(sorted(scope))}); add it to vercel.projects")
 
     # -- environment variables ------------------------------------------------------------------------------
 
     async def list_env_vars(self, project: str) -> EnvVarList:
+        self._in_scope(project)
         return EnvVarList(project=project, variables=[_env_info(env) for env in await self.client.list_env(project)])
 
     async def set_env_var(

@@ -298,6 +298,7 @@ _TOKEN_LOCAL_REGEX = re.compile(
     )*""",
     re.VERBOSE,
 )
+_LONG_TOKEN = 512
 # Where an empty match would make a `<*>` token of its own in a message but not in its tokens.
 _BETWEEN_SPACES = (("", 0), (" ", 0), (" ", 1), ("  ", 1))
 
@@ -345,7 +346,9 @@ def _abstract_messages(
     if token_level:
         split = [text.split() for text in texts]
         distinct = list(dict.fromkeys(token for tokens in split for token in tokens))
-        masked = _masked_tokens(distinct, patterns)
+        # A token longer than _LONG_TOKEN is a variable (a blob, an encoded payload) and is not masked: the
+        # host-name masks take time quadratic in a token's length ("0.0.0.…" of 20k characters: seconds).
+        masked = _masked_tokens([t if len(t) <= _LONG_TOKEN else WILDCARD for t in distinct], patterns)
         abstract = {token: _abstract_token(text) for token, text in zip(distinct, masked)}.__getitem__
         return [tuple(map(abstract, tokens)) for tokens in split]
     cache_abstract = _TokenCache().__getitem__

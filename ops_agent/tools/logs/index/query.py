@@ -285,11 +285,13 @@ def parse_time_range(value: str | None, *, now: float) -> tuple[float | None, fl
     separator = ".." if ".." in value else "/" if "/" in value else None
     if separator is None:
         try:
-            return _iso(value), now
+            _iso(value)
         except ValueError:
             raise ToolRetry(
                 f"time_range: {value!r} is neither a length (15m, 1h, 24h, 7d) nor ISO bounds (START..END)"
             ) from None
+        value += ".."  # a lone ISO time is a start: checked below as START.. is
+        separator = ".."
     start_text, end_text = (part.strip() for part in value.split(separator, 1))
     try:
         start = _iso(start_text) if start_text else None

@@ -61,7 +61,7 @@ def drain_record(entry: dict[str, Any]) -> LogRecord:
             attributes.setdefault("status", proxy["statusCode"])
     message = entry.get("message")
     if not isinstance(message, str) or not message:
-        proxy = entry.get("proxy") or {}
+        proxy = entry.get("proxy") if isinstance(entry.get("proxy"), dict) else {}
         message = f"{proxy.get('method', '')} {proxy.get('path', '')} {proxy.get('statusCode', '')}".strip() or "(empty)"
     return LogRecord(
         time=_seconds(entry.get("timestamp")),
