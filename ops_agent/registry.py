@@ -18,7 +18,7 @@ from typing import Any, Generic, TypeVar
 from mcp.types import ToolAnnotations
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from ops_agent.errors import InvalidArguments, ToolFailed, ToolTimeout, UnknownTool
+from ops_agent.errors import InvalidArguments, OpsAgentError, ToolFailed, ToolTimeout, UnknownTool
 from ops_agent.governance.gate import Caller, GovernanceGate
 from ops_agent.redact import Redactor
 
@@ -180,8 +180,10 @@ class ToolRegistry:
         if spec is None:
             error = UnknownTool(name, list(self._specs))
             error.public_message = self.gate.redactor.text(error.public_message)  # the name is the caller's text
+            error.args = (error.public_message,)
             await self.gate.reject(caller, name, arguments, error.public_message)
             raise error
+        arguments = _without_surrogates(arguments)
         try:
             if not isinstance(arguments, dict):
                 raise InvalidArguments(name, [("(arguments)", "must be a JSON object")])
@@ -207,14 +209,18 @@ class ToolRegistry:
                 raise ToolTimeout(f"{name} did not finish within {spec.timeout_s:g} s") from None
             return spec.output_model.model_validate(result)
 
-        output = await self.gate.run(
-            caller,
-            name,
-            action,
-            args.model_dump(mode="json"),
-            execute,
-            usage=lambda: (context.spent[0], context.spent[1]),
-        )
+        try:
+            output = await self.gate.run(
+                caller,
+                name,
+                action,
+                args.model_dump(mode="json"),
+                execute,
+                usage=lambda: (context.spent[0], context.spent[1]),
+            )
+        except OpsAgentError as error:  # the gate scrubs public_message; str(error) must say no more
+            error.args = (error.public_message,)
+            raise
         return RedactedOutput(output, self.gate.redactor)
 
 
@@ -229,6 +235,22 @@ class RedactedOutput:
 
     def model(self, model_type: type[BaseModel]) -> BaseModel:
         return self._model if self._model is not None else model_type.model_validate(self.data)
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _without_surrogates(value: Any) -> Any:
+    """Lone surrogates (JSON "\\ud800" escapes give them) become U+FFFD, as ingested log lines do: UTF-8
+    cannot carry them, so a store, the audit trail or a sent message would fail on them later."""
+    kind = type(value)
+    if kind is str:
+        return _SURROGATE.sub("\ufffd", value) if not value.isascii() else value
+    if kind is dict:
+        return {_without_surrogates(key): _without_surrogates(item) for key, item in value.items()}
+    if kind is list:
+        return [_without_surrogates(item) for item in value]
+    return value
 
 
 def format_validation_error(exc: ValidationError, redactor: Redactor) -> list[tuple[str, str]]:

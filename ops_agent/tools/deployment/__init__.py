@@ -135,6 +135,15 @@ class HistoryInput(ToolInput):
     since: datetime | None = Field(None, description="Only entries requested at or after this time (ISO 8601).")
     limit: int = Field(20, ge=1, le=500)
 
+    @field_validator("since")
+    @classmethod
+    def _representable(cls, since: datetime | None) -> datetime | None:
+        try:
+            since is None or since.timestamp()  # year 1 with no zone: "year 0 is out of range"
+        except (ValueError, OverflowError, OSError):
+            raise ValueError("is out of range; give a time after 1970 such as 2026-01-31T12:00:00Z") from None
+        return since
+
 
 def _highest(environments: list[Environment]) -> str:
     return next(e for e in ("production", "staging", "preview") if e in environments)

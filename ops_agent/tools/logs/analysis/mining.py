@@ -346,9 +346,11 @@ def _abstract_messages(
     if token_level:
         split = [text.split() for text in texts]
         distinct = list(dict.fromkeys(token for tokens in split for token in tokens))
-        # A token longer than _LONG_TOKEN is a variable (a blob, an encoded payload) and is not masked: the
-        # host-name masks take time quadratic in a token's length ("0.0.0.…" of 20k characters: seconds).
-        masked = _masked_tokens([t if len(t) <= _LONG_TOKEN else WILDCARD for t in distinct], patterns)
+        # A token longer than _LONG_TOKEN is left unmasked (its abstraction below still applies): the host-name
+        # masks take time quadratic in a token's length ("0.0.0.…" of 20k characters took seconds).
+        short = [token for token in distinct if len(token) <= _LONG_TOKEN]
+        masked_short = dict(zip(short, _masked_tokens(short, patterns)))
+        masked = [masked_short.get(token, token) for token in distinct]
         abstract = {token: _abstract_token(text) for token, text in zip(distinct, masked)}.__getitem__
         return [tuple(map(abstract, tokens)) for tokens in split]
     cache_abstract = _TokenCache().__getitem__
