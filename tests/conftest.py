@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import secrets
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +17,22 @@ from ops_agent.services import Services, open_services
 from sandbox.notify import NotifySinks
 from tests.postgres import postgres_url  # noqa: F401  (one throwaway PostgreSQL server per session)
 from tests.redis_server import redis_server, redis_url  # noqa: F401  (one throwaway redis-server per session)
+
+
+@dataclass
+class Tokens:
+    """MCP bearer tokens for two agents of one HTTP server."""
+
+    ops_agent: str
+    dev_agent: str
+
+    def all(self) -> list[str]:
+        return [self.ops_agent, self.dev_agent]
+
+
+@pytest.fixture(scope="module")
+def tokens() -> Tokens:
+    return Tokens(ops_agent=f"tok-ops-{secrets.token_hex(24)}", dev_agent=f"tok-dev-{secrets.token_hex(24)}")
 
 
 def paging_notify_config(sinks: NotifySinks) -> dict[str, Any]:

@@ -35,6 +35,7 @@ from mcp_server import build_server
 from mcp_server.ingest import MAX_BODY_BYTES as INGEST_MAX_BODY_BYTES
 from mcp_server.server import MAX_BODY_BYTES as MCP_MAX_BODY_BYTES
 from sandbox.vercel import EmulatorConfig, GitLinkConfig, ProjectConfig, VercelEmulator
+from tests.conftest import Tokens
 from tests.processes import stop
 from tests.test_mcp_transports import (
     INITIALIZE,
@@ -137,20 +138,6 @@ class _Recorder:
 
 
 # -- fixtures ---------------------------------------------------------------------------------------------
-
-
-@dataclass
-class Tokens:
-    ops_agent: str
-    dev_agent: str
-
-    def all(self) -> list[str]:
-        return [self.ops_agent, self.dev_agent]
-
-
-@pytest.fixture(scope="module")
-def tokens() -> Tokens:
-    return Tokens(ops_agent=f"tok-ops-{secrets.token_hex(24)}", dev_agent=f"tok-dev-{secrets.token_hex(24)}")
 
 
 @pytest.fixture(scope="module")

@@ -30,6 +30,7 @@ from mcp import Client, MCPError, StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
 
 from ops_agent.config import CONFIG_FILE_VARIABLE, ENVIRONMENT
+from tests.conftest import Tokens
 from tests.processes import free_port, stop, wait_until_healthy
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -199,20 +200,6 @@ def open_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HttpServer
         yield server
     finally:
         stop(server.process)
-
-
-@dataclass
-class Tokens:
-    ops_agent: str
-    dev_agent: str
-
-    def all(self) -> list[str]:
-        return [self.ops_agent, self.dev_agent]
-
-
-@pytest.fixture(scope="module")
-def tokens() -> Tokens:
-    return Tokens(ops_agent=f"tok-local-{secrets.token_hex(24)}", dev_agent=f"tok-dev-{secrets.token_hex(24)}")
 
 
 @pytest.fixture(scope="module")
