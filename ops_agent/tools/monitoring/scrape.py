@@ -26,7 +26,7 @@ import httpx2
 from prometheus_client.parser import text_string_to_metric_families
 
 from ops_agent.config import ScrapeTarget
-from ops_agent.tools.monitoring.series import SeriesStore, _checked_name, labels_of
+from ops_agent.tools.monitoring.series import SeriesStore, checked_name, labels_of
 
 __all__ = ["ScrapeResult", "Scraper"]
 
@@ -179,7 +179,7 @@ def _parse(text: str, job: str, limit: int) -> _Read:
                 labels["exported_job"] = labels.pop("job")
             labels["job"] = job
             try:
-                _checked_name(sample.name)  # the store's own rules, so one bad sample cannot sink the batch
+                checked_name(sample.name)  # the store's own rules, so one bad sample cannot sink the batch
                 labels_of(labels)
             except ValueError as exc:
                 read.skipped += 1

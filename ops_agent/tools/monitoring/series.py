@@ -46,6 +46,7 @@ __all__ = [
     "SeriesStore",
     "SqliteSeriesStore",
     "TieredSeries",
+    "checked_name",
     "labels_of",
 ]
 
@@ -142,7 +143,7 @@ def _checked_labels(labels: Labels) -> Labels:
 
 
 @lru_cache(maxsize=1024)
-def _checked_name(name: str) -> str:
+def checked_name(name: str) -> str:
     if not isinstance(name, str) or len(name) > MAX_LENGTH or not _NAME.fullmatch(name):
         raise ValueError(
             f"invalid metric name {_shown(name)}: use up to {MAX_LENGTH} letters, digits, '_', ':' and '.', "
@@ -167,7 +168,7 @@ def _shown(thing: Any) -> str:
 
 
 def _sample(name: str, labels: Mapping[str, str] | None, ts: float | None, value: float) -> Sample:
-    name = _checked_name(name)
+    name = checked_name(name)
     try:
         checked = labels_of(labels)
     except ValueError as exc:
@@ -223,7 +224,7 @@ class MemorySeries:
     ) -> dict[Labels, list[Point]]:
         wanted = labels_of(matchers)
         found = {}
-        for labels, points in self._series.get(_checked_name(name), {}).items():
+        for labels, points in self._series.get(checked_name(name), {}).items():
             if wanted <= labels:
                 low, high = bisect_left(points, start, key=_ts), bisect_right(points, end, key=_ts)
                 if low < high:
@@ -232,7 +233,7 @@ class MemorySeries:
 
     async def latest(self, name: str, matchers: Mapping[str, str]) -> dict[Labels, Point]:
         wanted = labels_of(matchers)
-        series = self._series.get(_checked_name(name), {})
+        series = self._series.get(checked_name(name), {})
         return {labels: points[-1] for labels, points in series.items() if wanted <= labels and points}
 
     async def names(self) -> dict[str, list[dict[str, str]]]:
@@ -249,7 +250,7 @@ class MemorySeries:
         wanted = labels_of(matchers)
         return all(
             len(points) < self.maxlen or points[0].ts <= start
-            for labels, points in self._series.get(_checked_name(name), {}).items()
+            for labels, points in self._series.get(checked_name(name), {}).items()
             if wanted <= labels
         )
 
@@ -594,7 +595,7 @@ class SqliteSeriesStore:
     async def points(
         self, name: str, matchers: Mapping[str, str], start: float, end: float
     ) -> dict[Labels, list[Point]]:
-        name, wanted = _checked_name(name), labels_of(matchers)
+        name, wanted = checked_name(name), labels_of(matchers)
         buffered: dict[Labels, list[Point]] = {}
         for _, labels, ts, value in self._buffered(name):
             if start <= ts <= end and wanted <= labels:
@@ -605,7 +606,7 @@ class SqliteSeriesStore:
         return found
 
     async def latest(self, name: str, matchers: Mapping[str, str]) -> dict[Labels, Point]:
-        name, wanted = _checked_name(name), labels_of(matchers)
+        name, wanted = checked_name(name), labels_of(matchers)
         buffered: dict[Labels, Point] = {}
         for _, labels, ts, value in self._buffered(name):
             if wanted <= labels and (labels not in buffered or ts >= buffered[labels].ts):
@@ -627,5 +628,5 @@ class SqliteSeriesStore:
     ) -> dict[Labels, list[Rollup]]:
         """The rollups (buckets starting in [start, end]) of each matching series: for exact count and sum
         over downsampled history, which `points` reports as bucket averages."""
-        name, wanted = _checked_name(name), labels_of(matchers)
+        name, wanted = checked_name(name), labels_of(matchers)
         return await self.db.run(lambda conn: _stored_rollups(conn, name, wanted, start, end))
