@@ -112,13 +112,13 @@ class LoadGenerator:
             await asyncio.sleep(max(0.0, next_at - loop.time()))
             if self.rps <= 0 or len(self._in_flight) >= self.max_in_flight:  # paused while asleep, or saturated
                 continue
+            self.sent += 1  # counted here, not in the task: a pause stops the count at once
             task = asyncio.create_task(self._one())
             self._in_flight.add(task)
             task.add_done_callback(self._in_flight.discard)
 
     async def _one(self) -> None:
         assert self._client is not None
-        self.sent += 1
         started = time.monotonic()
         status: int | None
         try:
