@@ -15,7 +15,7 @@ from typing import Any, Self
 
 import uvicorn
 
-__all__ = ["STARTUP_TIMEOUT_S", "ThreadedServer", "listen"]
+__all__ = ["STARTUP_TIMEOUT_S", "Lifecycle", "ThreadedServer", "listen"]
 
 STARTUP_TIMEOUT_S = 10.0
 
@@ -30,7 +30,31 @@ def listen(host: str = "127.0.0.1", port: int = 0) -> socket.socket:
     return sock
 
 
-class ThreadedServer:
+class Lifecycle:
+    """`start()`/`stop()` as a sync and an async context manager (the async one starts in a thread)."""
+
+    def start(self) -> Self:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    async def __aenter__(self) -> Self:
+        return await asyncio.to_thread(self.start)
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await asyncio.to_thread(self.stop)
+
+
+class ThreadedServer(Lifecycle):
     name = "server"
     app: Any
 
@@ -74,17 +98,3 @@ class ThreadedServer:
         if self._socket is not None:
             self._socket.close()
         self._server = self._thread = self._socket = None
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    async def __aenter__(self) -> Self:
-        return await asyncio.to_thread(self.start)
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await asyncio.to_thread(self.stop)

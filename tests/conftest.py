@@ -36,15 +36,8 @@ def tokens() -> Tokens:
 
 
 def paging_notify_config(sinks: NotifySinks) -> dict[str, Any]:
-    """The `notify` config section that pages every sink of `sandbox.notify` (Slack, Mailtrap, a webhook
-    named `pager`), retrying fast."""
-    return {
-        "mailtrap_token": sinks.mailtrap_token, "mailtrap_api_url": sinks.mailtrap_url,
-        "slack_webhook_url": sinks.slack_url, "email_recipients": ["oncall@example.com"],
-        "webhooks": {"pager": {"url": sinks.hook_url("pager"), "secret": sinks.webhook_secret}},
-        "webhook_allow_hosts": ["127.0.0.1"], "backoff_s": 0.05, "max_backoff_s": 0.2, "rate_limit_s": {},
-        "poll_interval_s": 0.05,
-    }
+    """The `notify` config section that pages every sink of `sandbox.notify`, retrying fast."""
+    return sinks.paging_config(backoff_s=0.05, max_backoff_s=0.2, poll_interval_s=0.05)
 
 
 def make_settings(tmp_path: Path, **environ: str) -> Settings:

@@ -24,8 +24,7 @@ import ssl
 import threading
 import time
 from collections.abc import Callable
-from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 import uvicorn
 
@@ -34,7 +33,7 @@ from sandbox.notify.config import SinksConfig, SlackState, SlackWebhookConfig
 from sandbox.notify.inbox import CHANNELS, Attempt, Channel, Fault, Inbox, InboxEntry
 from sandbox.notify.signing import SignatureError, sign, verify
 from sandbox.notify.smtp import SmtpSink
-from sandbox.threaded_server import STARTUP_TIMEOUT_S, listen
+from sandbox.threaded_server import STARTUP_TIMEOUT_S, Lifecycle, listen
 
 __all__ = [
     "Attempt",
@@ -52,7 +51,7 @@ __all__ = [
 ]
 
 
-class NotifySinks:
+class NotifySinks(Lifecycle):
     """Slack, Mailtrap, webhook and SMTP sinks on 127.0.0.1 (sync or async context manager)."""
 
     def __init__(
@@ -109,6 +108,16 @@ class NotifySinks:
 
     def hook_url(self, name: str) -> str:
         return f"{self.base_url}/hooks/{name}"
+
+    def paging_config(self, **timing: float) -> dict[str, Any]:
+        """ops-agent's `notify` config section that pages every sink here (Slack, Mailtrap, a webhook named
+        `pager`); `timing` overrides the retry and polling keys (backoff_s, max_backoff_s, poll_interval_s)."""
+        return {
+            "mailtrap_token": self.mailtrap_token, "mailtrap_api_url": self.mailtrap_url,
+            "slack_webhook_url": self.slack_url, "email_recipients": ["oncall@example.com"],
+            "webhooks": {"pager": {"url": self.hook_url("pager"), "secret": self.webhook_secret}},
+            "webhook_allow_hosts": ["127.0.0.1"], "rate_limit_s": {}, **timing,
+        }
 
     @property
     def webhook_secret(self) -> str:
@@ -244,17 +253,3 @@ class NotifySinks:
                 sock.close()
         self._server = self._thread = self._http_socket = self._smtp_socket = None
         self._smtp_started.clear()
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    async def __aenter__(self) -> Self:
-        return await asyncio.to_thread(self.start)
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await asyncio.to_thread(self.stop)

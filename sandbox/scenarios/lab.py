@@ -105,7 +105,6 @@ class Lab:
 
     def agent_config(self) -> dict[str, Any]:
         ctl = [sys.executable, "-m", "sandbox.demo_service.ctl"]
-        sinks = self.sinks
         return {
             "log_level": "WARNING",
             "storage": {"path": str(self.workdir / "ops-agent.db")},
@@ -134,13 +133,7 @@ class Lab:
                 "projects": [PROJECT], "default_project": PROJECT, "sandbox_projects": [PROJECT],
                 "poll_interval_s": 0.2, "deploy_timeout_s": 120,
             },
-            "notify": {
-                "mailtrap_token": sinks.mailtrap_token, "mailtrap_api_url": sinks.mailtrap_url,
-                "slack_webhook_url": sinks.slack_url, "email_recipients": ["oncall@example.com"],
-                "webhooks": {"pager": {"url": sinks.hook_url("pager"), "secret": sinks.webhook_secret}},
-                "webhook_allow_hosts": ["127.0.0.1"], "backoff_s": 0.2, "max_backoff_s": 2, "rate_limit_s": {},
-                "poll_interval_s": 0.1,
-            },
+            "notify": self.sinks.paging_config(backoff_s=0.2, max_backoff_s=2, poll_interval_s=0.1),
         }
 
     async def _serve_dashboard(self, stack: AsyncExitStack) -> None:

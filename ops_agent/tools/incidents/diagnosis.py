@@ -240,17 +240,19 @@ class Diagnoser:
         a Vercel outage still leaves the disk, memory and dependency findings."""
         try:
             client = self.deployments.client
-            current = ((await client.get_project(project)).get("targets") or {}).get("production") or {}
+            details = await client.get_project(project)
+            current = (details.get("targets") or {}).get("production") or {}
             if not current.get("id"):
                 return None, False
             serving = deployment_info(await client.get_deployment(current["id"]), project)
-            newest = await self.deployments.list_deployments(project, "production", "READY", limit=1)
+            page = await client.list_deployments(projectId=details.get("id"), target="production", state="READY", limit=1)
         except OpsAgentError as exc:
             facts.append(f"the deployments of {project} are unknown: {exc.public_message}")
             return None, False
-        restored = bool(newest.deployments) and newest.deployments[0].id != serving.id
+        newest = [deployment_info(item, project).id for item in page.get("deployments", [])[:1]]
+        restored = bool(newest) and newest[0] != serving.id
         if restored:
-            facts.append(f"{serving.id} was put back in production by a rollback; {newest.deployments[0].id} is newer")
+            facts.append(f"{serving.id} was put back in production by a rollback; {newest[0]} is newer")
         return serving, restored
 
 
