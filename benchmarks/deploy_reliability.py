@@ -68,6 +68,8 @@ async def run(args: argparse.Namespace) -> None:
         cfg = workdir / "config.yaml"
         cfg.write_text(
             f"log_level: WARNING\nstorage:\n  path: {workdir / 'ops.db'}\n"
+            # Off: 200 deploys back to back from one agent are the measurement, not a runaway.
+            "governance:\n  rate_limit: {calls_per_minute: 0, changes_per_minute: 0}\n"
             f"vercel:\n  api_url: {emulator.base_url}\n  team_id: {emulator.team_id}\n"
             f"  sandbox_projects: [{PROJECT}]\n  poll_interval_s: 0.02\n"
         )

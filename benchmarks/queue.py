@@ -76,6 +76,7 @@ import yaml  # noqa: E402
 
 from benchmarks.fake_anthropic import FakeAnthropic  # noqa: E402
 from ops_agent.config import CONFIG_FILE_VARIABLE, ENVIRONMENT, load_settings  # noqa: E402
+from ops_agent.governance.rate_limit import RateLimiter, RateLimits  # noqa: E402
 from ops_agent.governance.redis_keys import GovernanceKeys  # noqa: E402
 from ops_agent.governance.redis_ledger import RedisCostLedger  # noqa: E402
 from ops_agent.ooda.loop import step_key  # noqa: E402
@@ -117,6 +118,7 @@ async def ours(redis_url: str, tasks: int, db: Path) -> Measured:
     for _ in range(tasks):
         await queue.submit(NOOP_TASK)
     async with open_services(settings, background=False) as services:
+        services.gate.rate_limiter = RateLimiter(RateLimits.off())  # throughput of the queue, not of the limit
         await client.config_resetstat()
         started = time.perf_counter()
         await Worker(services, queue, burst=True, poll_delay_s=0, concurrency=THROUGHPUT_CONCURRENCY).run()
@@ -277,10 +279,14 @@ def crash_run(redis_url: str, args: argparse.Namespace, tmp: Path) -> None:
     with VercelEmulator(emulator_config) as emulator, fake:
         config = tmp / "crash.yaml"
         config.write_text(yaml.safe_dump({
-            "governance": {"budget": {
-                "hourly_tokens": hourly_tokens, "daily_tokens": 10 * hourly_tokens,
-                "hourly_usd": 1_000_000, "daily_usd": 1_000_000,  # tokens are the budget that binds here
-            }},
+            "governance": {
+                "budget": {
+                    "hourly_tokens": hourly_tokens, "daily_tokens": 10 * hourly_tokens,
+                    "hourly_usd": 1_000_000, "daily_usd": 1_000_000,  # tokens are the budget that binds here
+                },
+                # Off: a thousand deploy tasks from one agent in minutes is the point here, not a runaway.
+                "rate_limit": {"calls_per_minute": 0, "changes_per_minute": 0},
+            },
             "vercel": {"projects": ["demo-app"], "poll_interval_s": 0.25},
             # A dead worker's task is reclaimed after 5 s instead of 30; a task waiting for a dead worker's
             # step lease is retried every second instead of every 5.

@@ -6,11 +6,20 @@ acting. So they don't pass the governance gate one request at a time (a busy dra
 audit trail); what they write is scrubbed of secrets like every other source.
 
 Who may post: with `logs.drain_secret` set, a Vercel delivery must carry a valid signature (else 403).
-Otherwise a sender needs `Authorization: Bearer` with `logs.ingest_token` or one of `mcp.tokens`,
-unless neither is configured, in which case the server only listens on loopback and local senders may post:
+With `logs.webhook_secret` set, a request to /ingest/logs that carries `webhook-signature` is judged by its
+Standard Webhooks signature alone (../shared/contracts/NOTIFY.md §4): a missing or stale header is 400
+naming it, a signature that does not match is 401, and a webhook-id already stored answers
+`{"accepted": 0, "duplicate": true}` and writes nothing. Otherwise a sender needs `Authorization: Bearer`
+with `logs.ingest_token` or one of `mcp.tokens`, unless neither is configured, in which case the server
+only listens on loopback and local senders may post:
 a request naming another Host (DNS rebinding) or sent from another site's page (its Origin) is refused.
 A refused token gets 401 with `WWW-Authenticate: Bearer`. A body over `MAX_BODY_BYTES` gets 413: at once
 when its Content-Length says so, else as soon as the chunks read pass the cap.
+
+Processed once: a drain record and each record of a signed message are written with a key (a digest of the
+drain entry; webhook-id and position), and the log index stores a key once, in the transaction that writes
+it (`LogRecord.key`). Keys already stored are left out before the collector sees the
+batch, so a retry neither counts again in the answer nor feeds the log-derived metrics twice.
 """
 
 from __future__ import annotations
@@ -18,7 +27,9 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 
 from mcp.server.mcpserver import MCPServer
 from starlette.requests import Request
@@ -29,6 +40,8 @@ from ops_agent.errors import OpsAgentError
 from ops_agent.services import Services
 from ops_agent.tools.logs.ingest.body import json_array
 from ops_agent.tools.logs.ingest.vercel_logs import drain_records, valid_drain_signature
+from ops_agent.tools.logs.record import LogRecord
+from ops_agent.tools.notify import WebhookSignatureError, verify_webhook
 
 __all__ = ["MAX_BODY_BYTES", "add_ingest_routes"]
 
@@ -43,6 +56,8 @@ def add_ingest_routes(server: MCPServer, services: Services) -> None:
     if settings.logs.ingest_token is not None:
         tokens.append(settings.logs.ingest_token.get_secret_value().encode())
     secret = settings.logs.drain_secret.get_secret_value() if settings.logs.drain_secret else None
+    webhook_secret = settings.logs.webhook_secret.get_secret_value() if settings.logs.webhook_secret else None
+    collector = services.logs.collector
 
     def refusal(request: Request, message: str) -> Response | None:
         """None when the sender may post: a known bearer token, or with none configured a local request."""
@@ -54,13 +69,43 @@ def add_ingest_routes(server: MCPServer, services: Services) -> None:
             return None
         return _refuse(401, message)
 
+    async def write_once(records: list[LogRecord], *, scrubbed: bool = False) -> int | tuple[int, int]:
+        """Write the records whose keys are not stored yet: (written, duplicates) when some keys were."""
+        keys = [r.key for r in records if r.key is not None]
+        if not keys:
+            return await collector.write(records, scrubbed=scrubbed)
+        known = await services.logs.store.known_keys(keys)
+        fresh, seen = [], set(known)
+        for record in records:
+            key = record.key
+            if key is None or key not in seen:
+                fresh.append(record)
+                if key is not None:
+                    seen.add(key)
+        # A concurrent delivery of the same keys may pass this check too; the store still writes each once.
+        return await collector.write(fresh, scrubbed=scrubbed), len(records) - len(fresh)
+
     @server.custom_route("/ingest/logs", methods=["POST"])
     async def ingest_logs(request: Request) -> Response:
-        if refused := refusal(request, "a bearer token (logs.ingest_token or an mcp.tokens entry) is required"):
+        # A request that brings a signature is judged by it, whatever else it carries.
+        signed_with = webhook_secret if "webhook-signature" in request.headers else None
+        if signed_with is None and (
+            refused := refusal(request, "a bearer token (logs.ingest_token or an mcp.tokens entry) is required")
+        ):
             return refused
         body = await _body(request)
         if isinstance(body, JSONResponse):
             return body
+        msg_id = None
+        if signed_with is not None:
+            try:
+                msg_id = verify_webhook(
+                    signed_with, request.headers, body, now=time.time(), tolerance_s=settings.logs.webhook_tolerance_s
+                )
+            except WebhookSignatureError as exc:  # its text names the header, never the secret
+                if exc.header == "webhook-signature":
+                    return _refuse(401, f"{exc} (check logs.webhook_secret)")
+                return _refuse(400, str(exc))
         service = request.query_params.get("service", "")[:128]
         host = request.query_params.get("host", "")[:256]
         text = body.decode("utf-8", errors="replace")
@@ -72,7 +117,14 @@ def add_ingest_routes(server: MCPServer, services: Services) -> None:
             lines = [item if isinstance(item, str) else json.dumps(item) for item in items]
         else:  # NDJSON or plain text, one record a line (only \n ends a line: JSON may hold U+2028 raw)
             lines = [line.rstrip("\r") for line in text.split("\n") if line.strip()]
-        return await _write(lambda: services.logs.collector.write_lines(lines, service=service, host=host))
+        if msg_id is None:
+            return await _write(lambda: collector.write_lines(lines, service=service, host=host))
+        # The same message always parses to the same records: its id and a position name each one.
+        records = [
+            replace(record, key=f"webhook:{msg_id}:{index}")
+            for index, record in enumerate(collector.parse_lines(lines, service=service, host=host))
+        ]
+        return await _write(lambda: write_once(records, scrubbed=True))
 
     @server.custom_route("/ingest/vercel", methods=["POST"])
     async def ingest_vercel(request: Request) -> Response:
@@ -89,7 +141,7 @@ def add_ingest_routes(server: MCPServer, services: Services) -> None:
             records = drain_records(body)
         except OpsAgentError as exc:
             return _refuse(400, exc.public_message)
-        return await _write(lambda: services.logs.collector.write(records))
+        return await _write(lambda: write_once(records))
 
 
 async def _body(request: Request) -> bytes | JSONResponse:
@@ -105,13 +157,20 @@ async def _body(request: Request) -> bytes | JSONResponse:
     return b"".join(chunks)
 
 
-async def _write(write: Callable[[], Awaitable[int]]) -> JSONResponse:
+async def _write(write: Callable[[], Awaitable[int | tuple[int, int]]]) -> JSONResponse:
     try:
-        accepted = await write()
+        outcome = await write()
     except Exception:
         log.exception("log ingest failed")
         return _refuse(503, "the log index could not store the batch; retry later")
-    return JSONResponse({"accepted": accepted})
+    if isinstance(outcome, int):
+        return JSONResponse({"accepted": outcome})
+    accepted, duplicates = outcome
+    if not duplicates:
+        return JSONResponse({"accepted": accepted})
+    if not accepted:  # a retry of something stored before: 200, so the sender stops retrying
+        return JSONResponse({"accepted": 0, "duplicate": True})
+    return JSONResponse({"accepted": accepted, "duplicates": duplicates})
 
 
 def _refuse(status: int, message: str) -> JSONResponse:

@@ -26,7 +26,8 @@ from mcp.server.mcpserver.tools.base import Tool
 from mcp.server.mcpserver.utilities.func_metadata import ArgModelBase, FuncMetadata
 from mcp.server.transport_security import TransportSecuritySettings
 from mcp.types import CallToolResult, TextContent
-from pydantic import ConfigDict
+from mcp.shared.exceptions import MCPError
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -35,8 +36,9 @@ from mcp_server._hosts import is_loopback, refuse_foreign
 from mcp_server.dashboard import add_dashboard_routes
 from mcp_server.ingest import add_ingest_routes
 from ops_agent import __version__
-from ops_agent.errors import ConfigError, OpsAgentError
+from ops_agent.errors import ConfigError, OpsAgentError, RateLimited
 from ops_agent.governance import Caller
+from ops_agent.governance.approvals import Approval, Approver
 from ops_agent.registry import ToolSpec
 from ops_agent.services import Services
 from ops_agent.telemetry import CONTENT_TYPE_LATEST
@@ -184,12 +186,13 @@ def _mcp_tool(spec: ToolSpec, services: Services, via: str) -> Tool:
     local = Caller(services.settings.governance.agent_name, via=via)
 
     async def call(arguments: dict[str, Any], ctx: Context) -> CallToolResult:
+        approver = _elicitation(ctx, services) if via == "mcp-stdio" else None
         try:
             output = await services.registry.invoke_redacted(
-                _caller(local, via), spec.name, arguments, progress=ctx.report_progress
+                _caller(local, via), spec.name, arguments, progress=ctx.report_progress, approver=approver
             )
         except OpsAgentError as exc:
-            return _error(services.redactor.text(exc.public_message))
+            return _error(services.redactor.text(exc.public_message), exc)
         except Exception:
             reference = uuid.uuid4().hex[:12]
             log.exception("MCP call to %s failed (reference %s)", spec.name, reference)
@@ -210,6 +213,37 @@ def _mcp_tool(spec: ToolSpec, services: Services, via: str) -> Tool:
     )
 
 
+class _Approve(BaseModel):
+    approve: bool = Field(description="Run this held step once now.")
+
+
+def _elicitation(ctx: Context, services: Services) -> Approver | None:
+    """Ask the person at a stdio client about a held step, when the client supports elicitation and the
+    session has a back-channel (the 2025-11-25 protocol; a 2026-07-28 session leaves the step pending for
+    `ops-agent approvals`). Never over HTTP: there a client is another agent, which must not approve for
+    the operator."""
+    capabilities = ctx.client_capabilities
+    if capabilities is None or capabilities.elicitation is None:
+        return None
+
+    async def approve(approval: Approval) -> bool | None:
+        shown = approval.public(services.redactor)
+        message = (
+            f"ops-agent held a step of task {shown['task_id']}: {shown['tool']} {json.dumps(shown['arguments'])}.\n"
+            f"Why: {'; '.join(shown['reasons'])}.\nRun it once now?"
+        )
+        try:
+            answer = await ctx.elicit(message, _Approve)
+        except MCPError as exc:
+            log.info("held step %s left pending: %s", approval.id, exc)
+            return None
+        if answer.action == "cancel":
+            return None
+        return answer.action == "accept" and answer.data.approve
+
+    return approve
+
+
 def _caller(local: Caller, via: str) -> Caller:
     """The bearer token's agent when the request carried one, else the local agent."""
     if (token := get_access_token()) is None or not token.client_id:
@@ -218,6 +252,8 @@ def _caller(local: Caller, via: str) -> Caller:
     return Caller(token.client_id, via=via, agent_type=agent_type)
 
 
-def _error(message: str) -> CallToolResult:
-    return CallToolResult(content=[TextContent(type="text", text=message)], is_error=True)
+def _error(message: str, exc: OpsAgentError | None = None) -> CallToolResult:
+    # The wait is in the text for a model, and in _meta for a client that backs off without parsing it.
+    meta = {"retry_after_s": exc.retry_after_s} if isinstance(exc, RateLimited) else None
+    return CallToolResult(content=[TextContent(type="text", text=message)], is_error=True, _meta=meta)
 

@@ -121,6 +121,8 @@ def run(
             out.print(report["summary"], highlight=False)
         for item in report["not_understood"]:
             out.print(f"[yellow]not understood:[/yellow] {item}", highlight=False)
+        for held in report["approval_required"]:
+            out.print(f"[yellow]held for approval:[/yellow] {held} (ops-agent approvals approve {held})", highlight=False)
         cost = report["cost"]
         out.print(f"[dim]cost: {cost['tokens']} tokens, ${cost['usd']:.4f}; {report['duration_s']} s[/dim]")
     raise typer.Exit(0 if report["status"] == "completed" else 1)
@@ -414,6 +416,70 @@ def _audit_verify(settings: Settings, as_json: bool) -> None:
             out.print(result.note, highlight=False)
     if not result.ok:
         raise _fail(f"audit trail broken: {result.problem}", 1)
+
+
+approvals_app = typer.Typer(help="Steps of tasks held for the operator (approval_required).", no_args_is_help=True)
+app.add_typer(approvals_app, name="approvals")
+
+
+@approvals_app.command("list")
+def approvals_list(
+    every: Annotated[bool, typer.Option("--all", help="Every held step, not only the pending ones.")] = False,
+    limit: Annotated[int, typer.Option(min=1, max=1000)] = 50,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Held steps, newest first: what the planner wanted to do, and why it was held."""
+    settings = _settings(config, quiet=True)
+
+    async def work(services: Services) -> list[dict]:
+        held = await services.approvals.list(None if every else "pending", limit)
+        return [approval.public(services.redactor) for approval in held]
+
+    held = _with_services(settings, work)
+    if as_json:
+        _print_json(held)
+        return
+    if not held:
+        out.print("no held steps" if every else "no pending approvals")
+        return
+    table = Table("id", "status", "agent", "tool", "arguments", "why it was held", "task")
+    for a in held:
+        table.add_row(a["id"], a["status"], a["agent"], a["tool"], json.dumps(a["arguments"]),
+                      "\n".join(a["reasons"]), a["task"][:80])
+    out.print(table)
+
+
+@approvals_app.command("approve")
+def approvals_approve(
+    approval_id: Annotated[str, typer.Argument(help="The id `ops-agent approvals list` shows (apr-...).")],
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Run a held step once, as the agent that asked for it (its permission level and budget still apply)."""
+    settings = _settings(config, quiet=True)
+
+    async def work(services: Services) -> dict:
+        approval, output = await services.approvals.approve_and_run(approval_id, "cli", services.registry.invoke)
+        return {"approval": approval.public(services.redactor), "output": output.model_dump(mode="json")}
+
+    result = _with_services(settings, work)
+    if as_json:
+        _print_json(result)
+    else:
+        out.print(f"[green]approved and ran[/green] {approval_id}: {result['approval']['tool']}", highlight=False)
+        out.print_json(json.dumps(result["output"], default=str))
+
+
+@approvals_app.command("deny")
+def approvals_deny(
+    approval_id: Annotated[str, typer.Argument(help="The id `ops-agent approvals list` shows (apr-...).")],
+    config: ConfigOption = None,
+) -> None:
+    """Refuse a held step: it never runs."""
+    settings = _settings(config, quiet=True)
+    _with_services(settings, lambda services: services.approvals.decide(approval_id, False, "cli"))
+    out.print(f"denied {approval_id}", highlight=False)
 
 
 logs_app = typer.Typer(help="Collect, search and analyse logs.", no_args_is_help=True)

@@ -54,6 +54,18 @@ class BudgetSettings(_Section):
     daily_usd: float = Field(20.0, ge=0, description="USD an agent may spend per rolling day.")
 
 
+class RateLimitSettings(_Section):
+    """Per-agent token buckets, in process memory: every call takes one from `calls_per_minute`, and a
+    call that is not a read or a record also one from `changes_per_minute`. 0 turns a limit off."""
+
+    calls_per_minute: int = Field(600, ge=0, description="Tool calls per agent per minute, sustained; 0: off.")
+    burst: int = Field(120, ge=1, description="Tool calls an idle agent may make at once.")
+    changes_per_minute: int = Field(
+        60, ge=0, description="Calls of kind write, destructive, outward or delegate per agent per minute; 0: off."
+    )
+    change_burst: int = Field(20, ge=1, description="Changing calls an idle agent may make at once.")
+
+
 class GovernanceSettings(_Section):
     agent_name: str = Field("ops_agent", min_length=1, description="Identity of this agent (stdio, CLI, API).")
     probation_tasks: int = Field(
@@ -63,6 +75,7 @@ class GovernanceSettings(_Section):
         False, description="If governance cannot start, run everything unconstrained (the seed's old behaviour)."
     )
     budget: BudgetSettings = BudgetSettings()
+    rate_limit: RateLimitSettings = RateLimitSettings()
     reputation_backend: Literal["auto", "sqlite", "postgres", "supabase"] = Field(
         "auto",
         description="Where agents and reputation live; auto: Supabase when supabase.url and its key are set, "
@@ -221,6 +234,16 @@ class LogSettings(_Section):
     drain_secret: SecretStr | None = Field(
         None, description="Vercel log-drain secret; deliveries must carry a valid x-vercel-signature."
     )
+    webhook_secret: SecretStr | None = Field(
+        None,
+        description="Standard Webhooks secret (whsec_<base64>): /ingest/logs accepts requests signed with it "
+        "(webhook-id, webhook-timestamp, webhook-signature), each webhook-id once.",
+    )
+    webhook_tolerance_s: float = Field(
+        300.0, gt=0, le=3600, description="How far a signed request's webhook-timestamp may be from now, either way."
+    )
+
+    _webhook_secret = field_validator("webhook_secret")(classmethod(lambda cls, v: _signing_secret(v)))
     metrics_window_s: float = Field(
         10.0, ge=0.5, le=3600, description="Window of the log-derived metrics (log_error_ratio, http_*): written as each closes."
     )
@@ -452,6 +475,7 @@ ENVIRONMENT: dict[str, tuple[str, ...]] = {
     "OPS_AGENT_LOGS_DB": ("logs", "path"),
     "OPS_AGENT_LOGS_DATABASE_URL": ("logs", "database_url"),
     "VERCEL_LOG_DRAIN_SECRET": ("logs", "drain_secret"),
+    "OPS_AGENT_LOGS_WEBHOOK_SECRET": ("logs", "webhook_secret"),
 }
 CONFIG_FILE_VARIABLE = "OPS_AGENT_CONFIG"
 

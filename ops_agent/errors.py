@@ -11,6 +11,7 @@
     ├── GovernanceRefusal         the gate said no
     │   ├── BudgetExceeded        the hourly or daily token/USD budget is spent
     │   ├── PermissionDenied      the caller's permission level is below the action's minimum
+    │   ├── RateLimited           the agent calls tools faster than its rate limit (retry_after_s)
     │   └── GovernanceUnavailable degraded mode: governance is down and the action is not read-only
     ├── SideEffectInProgress      another live worker is running this step or task; try again later
     ├── PlannerError              the planner could not produce a plan
@@ -38,6 +39,7 @@ __all__ = [
     "PlannerError",
     "PlannerStepsExceeded",
     "QueryError",
+    "RateLimited",
     "ToolFailed",
     "ToolRetry",
     "ToolTimeout",
@@ -124,6 +126,17 @@ class BudgetExceeded(GovernanceRefusal):
 
 class PermissionDenied(GovernanceRefusal):
     pass
+
+
+class RateLimited(GovernanceRefusal):
+    """The agent called tools faster than `limit` allows (e.g. "600 tool calls a minute, in bursts of up to
+    120"); a call made after `retry_after_s` seconds passes this limit."""
+
+    def __init__(self, agent: str, limit: str, retry_after_s: float) -> None:
+        self.agent = agent
+        self.limit = limit
+        self.retry_after_s = retry_after_s
+        super().__init__(f"rate limit: agent {agent} made more than {limit}; retry after {retry_after_s:.1f} s")
 
 
 class GovernanceUnavailable(GovernanceRefusal):

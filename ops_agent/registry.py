@@ -13,7 +13,7 @@ import re
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from mcp.types import ToolAnnotations
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -21,6 +21,9 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from ops_agent.errors import InvalidArguments, OpsAgentError, ToolFailed, ToolTimeout, UnknownTool
 from ops_agent.governance.gate import Caller, GovernanceGate
 from ops_agent.redact import Redactor
+
+if TYPE_CHECKING:
+    from ops_agent.governance.approvals import Approver
 
 __all__ = [
     "EmptyInput",
@@ -71,11 +74,13 @@ def mentioned(clause: str, names: Iterable[str]) -> list[str]:
 
 @dataclass
 class ToolContext:
-    """What a handler may use besides its arguments: who called, a progress channel, a usage meter."""
+    """What a handler may use besides its arguments: who called, a progress channel, a usage meter, and a
+    person to ask about a held step (an MCP client that supports elicitation), if there is one."""
 
     caller: Caller
     progress_callback: ProgressCallback | None = None
     spent: list[int] = field(default_factory=lambda: [0, 0])
+    approver: Approver | None = None
 
     async def progress(self, done: float, total: float | None = None, message: str | None = None) -> None:
         if self.progress_callback is not None:
@@ -105,6 +110,11 @@ class ToolSpec(Generic[I, O]):
     summarize: Callable[[O], str] | None = None  # one line for people: reports, the CLI
     # The input field that carries a caller's idempotency key; inside a task the loop fills it per step.
     idempotency_field: str | None = None
+    # Provenance (ops_agent.ooda.provenance): input fields that are content to carry, not values to act on
+    # (a message); and output keys whose values this tool's own system made (ids), which a later guarded
+    # step of the same task may use as they are.
+    content_fields: tuple[str, ...] = ()
+    system_ids: tuple[str, ...] = ()
 
     def action_for(self, arguments: I) -> str:
         return self.action(arguments) if self.action else self.actions[0]
@@ -161,10 +171,11 @@ class ToolRegistry:
         arguments: Any,
         *,
         progress: ProgressCallback | None = None,
+        approver: Approver | None = None,
     ) -> BaseModel:
         """Validate, then run through the gate. Raises an OpsAgentError on every refusal or failure.
         The result is the tool's output model, scrubbed of secrets."""
-        result = await self.invoke_redacted(caller, name, arguments, progress=progress)
+        result = await self.invoke_redacted(caller, name, arguments, progress=progress, approver=approver)
         return result.model(self._specs[name].output_model)
 
     async def invoke_redacted(
@@ -174,6 +185,7 @@ class ToolRegistry:
         arguments: Any,
         *,
         progress: ProgressCallback | None = None,
+        approver: Approver | None = None,
     ) -> RedactedOutput:
         """`invoke`, answering with the scrubbed output as JSON-ready `data` (and the model on request)."""
         spec = self._specs.get(name)
@@ -199,7 +211,7 @@ class ToolRegistry:
         action = spec.action_for(args)
         if action not in spec.actions:
             raise ToolFailed(f"{name} chose action {action!r}, which it does not declare")
-        context = ToolContext(caller, progress)
+        context = ToolContext(caller, progress, approver=approver)
 
         async def execute() -> BaseModel:
             try:

@@ -32,8 +32,10 @@ from ops_agent.governance import (
     SqliteCostLedger,
     SqliteReputationStore,
 )
+from ops_agent.governance.approvals import ApprovalStore
 from ops_agent.governance.audit import AuditLog
 from ops_agent.governance.ledger import CostLedger
+from ops_agent.governance.rate_limit import RateLimiter, RateLimits
 from ops_agent.governance.reputation import ReputationStore
 from ops_agent.ooda import Planner, RulePlanner, TaskLoop, execute_task_spec
 from ops_agent.redact import RedactingFilter, Redactor
@@ -87,6 +89,7 @@ class Services:
     alerts: AlertManagementTool
     telemetry: Telemetry
     http: httpx2.AsyncClient
+    approvals: ApprovalStore
     incidents: IncidentResponder | None = None  # None when monitoring is off
 
     @property
@@ -192,11 +195,19 @@ async def open_services(
             "projects": sorted({*settings.vercel.projects, *settings.vercel.sandbox_projects}),
             "default_project": settings.vercel.default_project,
         }
-        loop = TaskLoop(registry, planner, gate, max_steps=settings.llm.max_steps, facts=facts)
+        approvals = ApprovalStore(db)
+        await approvals.migrate()
+        configured = [  # what the operator named: a task's guarded step may act on these (ooda/provenance.py)
+            *facts["services"], *facts["projects"], settings.vercel.default_project or "",
+            *(name for name in notify.channels if name != "webhook"), "email", *settings.notify.email_recipients,
+            *settings.alerts.restart_commands,
+        ]
+        loop = TaskLoop(registry, planner, gate, max_steps=settings.llm.max_steps, facts=facts,
+                        approvals=approvals, configured=configured)
         registry.register(execute_task_spec(loop))
         yield Services(
             settings, redactor, gate, registry, loop, monitoring, deployment, logs, notify, alerts, telemetry, http,
-            incidents,
+            approvals, incidents,
         )
 
 
@@ -424,6 +435,7 @@ async def _open_governance(
         reputation=reputation,
         ledger=await _open_ledger(settings, db, limits, stack),
         fail_open=governance.fail_open,  # also mid-run: a backend that goes away lets non-reads run
+        rate_limiter=RateLimiter(RateLimits.from_settings(governance.rate_limit)),  # degraded or not
     )
     if degraded_reason is None:
         try:

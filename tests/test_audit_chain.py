@@ -13,6 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from ops_agent.cli import app
+from ops_agent.governance import RateLimiter, RateLimits
 from ops_agent.governance import audit as audit_module
 from ops_agent.governance.audit import (
     GENESIS_HASH,
@@ -172,6 +173,7 @@ async def test_concurrent_appends_and_reopening_keep_one_chain(tmp_path, monkeyp
     monkeypatch.setattr(audit_module, "_VERIFY_PAGE", 7)  # walk many pages
     settings = make_settings(tmp_path)
     async with open_services(settings) as services:
+        services.gate.rate_limiter = RateLimiter(RateLimits.off())  # 500 calls at once is the point here
         caller = services.identity
         reads = [services.gate.run(caller, "probe", "read", {"n": n}, nothing) for n in range(450)]
         writes = [services.gate.run(caller, "probe", "deploy:preview", {"n": n}, nothing) for n in range(50)]

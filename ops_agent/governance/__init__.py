@@ -4,6 +4,7 @@ from ops_agent.governance.audit import AuditLog, AuditRecord, LogAuditLog, Sqlit
 from ops_agent.governance.gate import Caller, GovernanceGate
 from ops_agent.governance.ledger import BudgetLimits, BudgetUsage, CostLedger, SqliteCostLedger, TokenUsage, usd_micros
 from ops_agent.governance.policy import ActionRule, PolicyTable
+from ops_agent.governance.rate_limit import RateLimiter, RateLimits
 from ops_agent.governance.reputation import (
     INITIAL_SCORE,
     REPUTATION_DELTAS,
@@ -26,6 +27,8 @@ __all__ = [
     "GovernanceGate",
     "LogAuditLog",
     "PolicyTable",
+    "RateLimiter",
+    "RateLimits",
     "ReputationStore",
     "SqliteAuditLog",
     "SqliteCostLedger",

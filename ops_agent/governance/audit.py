@@ -49,7 +49,7 @@ class AuditRecord:
     tool: str
     action: str | None
     arguments: dict
-    decision: str  # allowed | invalid | denied_budget | denied_permission | denied_degraded
+    decision: str  # allowed | invalid | held_approval | denied_rate | denied_budget | denied_permission | denied_degraded
     outcome: str  # ok | error | refused
     error: str | None = None
     duration_ms: float = 0.0

@@ -1,9 +1,14 @@
-"""The governance gate: budget -> permission -> execute -> cost -> reputation -> audit, for every call.
+"""The governance gate: rate -> budget -> permission -> execute -> cost -> reputation -> audit, per call.
 
 Reputation moves only on consequential work. A read (kind `read` in the policy table) never earns or
-loses score, so an agent cannot farm reputation by polling metrics; a refused call always costs
-(`permission_denied` -8, `budget_exceeded` -10 at most once per agent per hour). Inside a task, steps
-do not score one by one: the task's outcome scores once (`task_outcome`).
+loses score, so an agent cannot farm reputation by polling metrics; a call refused for permission or
+budget always costs (`permission_denied` -8, `budget_exceeded` -10 at most once per agent per hour).
+Inside a task, steps do not score one by one: the task's outcome scores once (`task_outcome`).
+
+Before anything else, a call passes the agent's rate limit (`rate_limit.py`): refused with `RateLimited`
+and audited `denied_rate`, at no reputation cost (a burst is not misconduct, and a penalty per refused
+call would let one runaway loop sink an agent's score in seconds). The buckets are in process memory,
+so limiting holds in degraded mode too, and calls inside a task count against the same agent.
 
 Degraded mode: when the governance store cannot be opened or the agent cannot register, the gate keeps
 budgets in process memory, writes audit records to the log, and allows only read actions, refusing the
@@ -33,11 +38,13 @@ from ops_agent.errors import (
     GovernanceUnavailable,
     OpsAgentError,
     PermissionDenied,
+    RateLimited,
     ToolFailed,
 )
 from ops_agent.governance.audit import AuditLog, AuditRecord
 from ops_agent.governance.ledger import BudgetLimits, BudgetUsage, CostLedger, budget_windows
 from ops_agent.governance.policy import CONSEQUENTIAL, FREE, ActionRule, PolicyTable
+from ops_agent.governance.rate_limit import RateLimiter, RateLimits
 from ops_agent.governance.reputation import AgentRecord, EventType, ReputationStore
 from ops_agent.redact import Redactor
 
@@ -75,6 +82,7 @@ class GovernanceGate:
         degraded_reason: str | None = None,
         fail_open: bool = False,
         cache_ttl_s: float = 1.0,
+        rate_limiter: RateLimiter | None = None,
     ) -> None:
         self.policy = policy
         self.reputation = reputation
@@ -93,6 +101,7 @@ class GovernanceGate:
         self._refreshing: dict[str, asyncio.Future[AgentRecord]] = {}
         self._budget_penalised: dict[str, float] = {}
         self.observers: list[Callable[[AuditRecord], None]] = []  # e.g. Telemetry.observe
+        self.rate_limiter = rate_limiter if rate_limiter is not None else RateLimiter(RateLimits())
 
     @property
     def degraded(self) -> bool:
@@ -171,6 +180,7 @@ class GovernanceGate:
         durable = rule.kind not in FREE
         agent: AgentRecord | None = None
         try:
+            self._check_rate(caller, rule, record)
             if self.degraded:
                 reason = f"governance unavailable ({self.degraded_reason}): only read-only actions are allowed"
                 self._check_degraded(rule, record, reason)
@@ -219,6 +229,15 @@ class GovernanceGate:
             record.agent_id = agent.id
             await self._check_permission(caller, agent, rule, record)
         return agent
+
+    def _check_rate(self, caller: Caller, rule: ActionRule, record: AuditRecord) -> None:
+        """The agent's rate limit; a change (any kind the budget does not treat as free) counts twice."""
+        try:
+            self.rate_limiter.acquire(caller.agent, change=rule.kind not in FREE)
+        except RateLimited as exc:
+            record.decision, record.outcome = "denied_rate", "refused"
+            record.error = exc.public_message
+            raise
 
     def _check_degraded(self, rule: ActionRule, record: AuditRecord, reason: str) -> None:
         """Degraded: a read runs (anything does, with fail_open); the rest is refused with `reason`."""
@@ -332,6 +351,13 @@ class GovernanceGate:
         record = self._record(caller, tool, None, arguments, "invalid", "refused")
         record.error = self.redactor.text(error)
         await self._audit(record, durable=False)
+
+    async def hold(self, caller: Caller, tool: str, action: str, arguments: dict[str, Any], reason: str) -> None:
+        """Audit a step the loop held for the operator (or refused) before it reached the gate: the content
+        it came from may have been an attack, so it is kept (durable), but it costs the agent no reputation."""
+        record = self._record(caller, tool, action, arguments, "held_approval", "refused")
+        record.error = self.redactor.text(reason)
+        await self._audit(record, durable=True)
 
     def _record(
         self, caller: Caller, tool: str, action: str | None, arguments: dict, decision: str, outcome: str

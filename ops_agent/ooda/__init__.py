@@ -48,7 +48,7 @@ def execute_task_spec(loop: TaskLoop) -> ToolSpec:
     """`execute_task` runs a whole task; each of its steps passes the gate again on its own."""
 
     async def execute_task(args: ExecuteTaskInput, ctx: ToolContext) -> TaskReport:
-        report = await loop.run(args.task, args.priority, ctx.caller, ctx.progress_callback)
+        report = await loop.run(args.task, args.priority, ctx.caller, ctx.progress_callback, ctx.approver)
         ctx.add_usage(report.cost.tokens, round(report.cost.usd * 1e6))
         return report
 

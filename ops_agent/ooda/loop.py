@@ -9,6 +9,11 @@ Side-effecting steps carry an idempotency key made from the task id, the tool an
 that takes one (`ToolSpec.idempotency_field`, e.g. deploy's `idempotency_key`) gets it, and with a
 `step_guard` (the worker sets the Redis queue) the step runs once across deliveries of the task, a
 redelivery replaying the result kept from the first run.
+
+A guarded step (deploy, rollback, env change, restart or fix, notification, webhook) runs only when the task
+asked for it and every value it acts on is vouched for (`ops_agent.ooda.provenance`). Otherwise it is held
+for the operator (`approval_required`): kept in the approval store, audited as `held_approval`, and offered
+to the `approver` when there is one (an MCP client that supports elicitation).
 """
 
 from __future__ import annotations
@@ -19,14 +24,17 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, Field
 
 from ops_agent.errors import GovernanceRefusal, GovernanceUnavailable, OpsAgentError, SideEffectInProgress
+from ops_agent.governance.approvals import Approver, ApprovalStore
 from ops_agent.governance.gate import Caller, GovernanceGate
 from ops_agent.governance.policy import CONSEQUENTIAL
 from ops_agent.ooda.planner import Act, Decision, Finish, Observation, Planner, StepResult, ToolCall
+from ops_agent.ooda.provenance import TaskProvenance, guarded, validated
 from ops_agent.registry import ProgressCallback, ToolRegistry
 
 __all__ = ["Step", "StepGuard", "TaskLoop", "TaskReport", "step_key"]
@@ -56,10 +64,13 @@ class TaskReport(BaseModel):
     task_id: str
     task: str
     priority: str
-    status: Literal["completed", "partial", "failed", "not_understood", "refused"]
+    status: Literal["completed", "partial", "failed", "not_understood", "refused", "approval_required"]
     summary: str
     planner: str
     steps: list[Step] = Field(default_factory=list)
+    approval_required: list[str] = Field(
+        default_factory=list, description="Ids of steps held for the operator: `ops-agent approvals approve ID`."
+    )
     not_understood: list[str] = Field(default_factory=list)
     cost: TaskCost = Field(default_factory=TaskCost)
     duration_s: float = 0.0
@@ -89,6 +100,8 @@ class TaskLoop:
         *,
         max_steps: int = 8,
         facts: dict[str, Any] | None = None,
+        approvals: ApprovalStore | None = None,
+        configured: list[str] | None = None,
     ) -> None:
         self.registry = registry
         self.planner = planner
@@ -96,6 +109,8 @@ class TaskLoop:
         self.max_steps = max_steps
         self.facts = facts or {}
         self.step_guard: StepGuard | None = None
+        self.approvals = approvals  # None: a step that would be held is refused instead
+        self.configured = configured or []  # values the operator configured: projects, services, channels ...
 
     async def facts_for(self, caller: Caller) -> dict[str, Any]:
         facts = dict(self.facts)
@@ -121,7 +136,12 @@ class TaskLoop:
         return await self.planner.session(task, priority, observation, caller).decide([], last_step=False)
 
     async def run(
-        self, task: str, priority: str, caller: Caller, progress: ProgressCallback | None = None
+        self,
+        task: str,
+        priority: str,
+        caller: Caller,
+        progress: ProgressCallback | None = None,
+        approver: Approver | None = None,
     ) -> TaskReport:
         started = time.monotonic()
         if caller.task_id is None:
@@ -133,7 +153,10 @@ class TaskLoop:
         session = None
         consequential = False
         try:
-            session = self.planner.session(task, priority, await self.observe(caller), caller)
+            observation = await self.observe(caller)
+            provenance = TaskProvenance.for_task(task, self.registry, observation.facts, self.configured)
+            held = _Held(task, provenance, approver)
+            session = self.planner.session(task, priority, observation, caller)
             results: list[StepResult] = []
             seen: set[str] = set()
             for step in range(self.max_steps):
@@ -147,10 +170,11 @@ class TaskLoop:
                 for call in decision.calls:
                     if progress is not None:
                         await progress(len(report.steps), None, f"calling {call.tool}")
-                    result = await self._act(caller, call, seen)
+                    result = await self._act(caller, call, seen, held)
                     consequential |= result.ok and self._is_consequential(call.tool)
                     results.append(result)
                     if result.ok and result.output:
+                        provenance.observe(self.registry.get(call.tool), call.tool, result.output)
                         _collect_findings(report, result.output)
                     report.steps.append(
                         Step(tool=call.tool, arguments=call.arguments, ok=result.ok, summary=result.summary,
@@ -167,6 +191,11 @@ class TaskLoop:
             report.status, report.summary = "failed", exc.public_message
         if report.status in ("completed", "partial"):
             report.status = min(_overall(report), report.status, key=["failed", "partial", "completed"].index)
+        if session is not None and held.ids:
+            report.approval_required = held.ids
+            report.summary += "\nHeld for the operator's approval: " + ", ".join(held.ids)
+            if report.status != "completed":
+                report.status = "approval_required"
         if session is not None:
             report.cost = TaskCost(
                 tokens=session.spend.tokens, usd=session.spend.usd_micros / 1e6, llm_requests=session.spend.requests
@@ -177,7 +206,7 @@ class TaskLoop:
         log.info("task %s %s: %d steps, %d tokens", report.task_id, report.status, len(report.steps), report.cost.tokens)
         return report
 
-    async def _act(self, caller: Caller, call: ToolCall, seen: set[str]) -> StepResult:
+    async def _act(self, caller: Caller, call: ToolCall, seen: set[str], held: _Held) -> StepResult:
         key = f"{call.tool}:{json.dumps(call.arguments, sort_keys=True, default=str)}"
         if key in seen:
             return StepResult(call, ok=False, error="refused: exact repeat of an earlier call in this task; use its result")
@@ -185,6 +214,10 @@ class TaskLoop:
         spec = self.registry.get(call.tool)
         if spec is None or not spec.planner_visible:  # e.g. execute_task: a task may not start a task
             return StepResult(call, ok=False, error=f"tool {call.tool!r} is not available to the planner")
+        if (arguments := validated(spec, call.arguments)) is not None:  # invalid: the registry says why
+            rule = self.gate.policy.rule(spec.action_for(arguments))
+            if guarded(rule) and (reasons := held.provenance.review(spec, rule, call)):
+                return await self._hold(caller, call, rule.action, reasons, held)
         if spec.annotations.read_only_hint or caller.task_id is None:
             return await self._invoke(caller, call, spec, call.arguments)
         idempotency = step_key(caller.task_id, call.tool, call.arguments)
@@ -219,9 +252,46 @@ class TaskLoop:
         summary = spec.summarize(output) if spec.summarize else None
         return StepResult(call, ok=True, output=output.model_dump(mode="json"), summary=summary)
 
+    async def _hold(self, caller: Caller, call: ToolCall, action: str, reasons: list[str], held: _Held) -> StepResult:
+        """Keep the call for the operator, audit the hold, and ask the approver when there is one."""
+        if self.approvals is None:
+            error = "refused: " + "; ".join(reasons)
+            await self.gate.hold(caller, call.tool, action, call.arguments, error)
+            return StepResult(call, ok=False, error=error)
+        approval = await self.approvals.hold(caller, held.task, call.tool, call.arguments, reasons)
+        error = (f"approval_required ({approval.id}): " + "; ".join(reasons)
+                 + f". Not run; the operator may approve it with `ops-agent approvals approve {approval.id}`.")
+        await self.gate.hold(caller, call.tool, action, call.arguments, error)
+        answer = await held.approver(approval) if held.approver is not None else None
+        if answer is False:
+            await self.approvals.decide(approval.id, False, "mcp-elicitation")
+            return StepResult(call, ok=False, error=f"denied by the operator ({approval.id}): " + "; ".join(reasons))
+        if answer:
+            try:
+                _, output = await self.approvals.approve_and_run(approval.id, "mcp-elicitation", self.registry.invoke)
+            except GovernanceUnavailable:
+                raise
+            except OpsAgentError as exc:
+                return StepResult(call, ok=False, error=exc.public_message)
+            spec = self.registry.get(call.tool)
+            summary = spec.summarize(output) if spec and spec.summarize else None
+            return StepResult(call, ok=True, output=output.model_dump(mode="json"), summary=summary)
+        held.ids.append(approval.id)
+        return StepResult(call, ok=False, error=error)
+
     def _is_consequential(self, tool: str) -> bool:
         spec = self.registry.get(tool)
         return spec is not None and any(self.gate.policy.rule(a).kind in CONSEQUENTIAL for a in spec.actions)
+
+
+@dataclass
+class _Held:
+    """One task's provenance and the steps it held."""
+
+    task: str
+    provenance: TaskProvenance
+    approver: Approver | None
+    ids: list[str] = field(default_factory=list)
 
 
 class _StepFailed(Exception):

@@ -21,8 +21,10 @@ from ops_agent.registry import ToolRegistry, ToolSpec
 __all__ = ["Plan", "RulePlanner"]
 
 _SPLIT = re.compile(
-    # "monitor X and alert if ..." is one request: no cut before alert/notify/page
-    r"\s*(?:[,;]|\.(?:\s+|$)|\b(?:and\s+then|and\s+also|then|also|as\s+well\s+as|plus|but|and(?!\s+(?:alert|notify|page)\b))\b)\s*",
+    # "monitor X and alert if ..." is one request: no cut before alert/notify/page.
+    # Leading blanks only from the start of a blank run: a bare `\s*` retried at every blank of a long run
+    # (4,000 spaces) is quadratic; a match never starts inside a run, so the cuts are the same.
+    r"(?:(?<!\s)\s*)?(?:[,;]|\.(?:\s+|$)|\b(?:and\s+then|and\s+also|then|also|as\s+well\s+as|plus|but|and(?!\s+(?:alert|notify|page)\b))\b)\s*",
     re.I
 )
 _NEGATION = re.compile(r"\b(don'?t|do\s+not|never|no\s+need\s+to|without|skip|avoid|stop)\b", re.I)

@@ -33,6 +33,7 @@ from ops_agent.errors import (
     GovernanceRefusal,
     GovernanceUnavailable,
     OpsAgentError,
+    RateLimited,
     SideEffectInProgress,
     UpstreamError,
 )
@@ -59,8 +60,9 @@ def is_retryable(exc: BaseException) -> bool:
 
 
 def is_outage(exc: BaseException) -> bool:
-    """A backend away for a while, or the task busy elsewhere: not the task's fault, so not counted."""
-    return isinstance(exc, GovernanceUnavailable | SideEffectInProgress | RedisError | OSError)
+    """A backend away for a while, the task busy elsewhere, or its agent over its rate limit (the backlog
+    would only be refused faster): not the task's fault, so not counted."""
+    return isinstance(exc, GovernanceUnavailable | SideEffectInProgress | RateLimited | RedisError | OSError)
 
 
 class Worker:

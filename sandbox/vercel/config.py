@@ -84,6 +84,11 @@ class EmulatorConfig(_Config):
     rate_limit: int = Field(1000, ge=1, description="Requests per token, per operation, per window (then 429).")
     rate_limit_window_s: float = Field(60.0, gt=0)
     seed: int | None = Field(None, description="Seed of the random generator (ids, faults); None = fresh each run.")
+    # What a project's own build prints is text from the world: the attack suite puts instructions in it.
+    build_output: list[str] = Field([], description="Extra lines every build prints to stdout (after install).")
+    build_error_message: str = Field(
+        'Command "npm run build" exited with 1', description="errorMessage of a failed deployment (Vercel's body)."
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> EmulatorConfig:

@@ -25,7 +25,7 @@ from typing import Any
 
 from sandbox.vercel import wire
 from sandbox.vercel.config import EmulatorConfig, GitLinkConfig
-from sandbox.vercel.wire import BUILD_ERROR_MESSAGE, ApiError, CreateDeploymentIn, EnvVarIn, EnvVarPatch, hostname
+from sandbox.vercel.wire import ApiError, CreateDeploymentIn, EnvVarIn, EnvVarPatch, hostname
 
 Clock = Callable[[], float]
 QUEUED_FRACTION = 0.1  # the share of the build time a deployment spends QUEUED
@@ -744,13 +744,14 @@ class State:
             Event(at(0.25), "command", 'Running "vercel build"'),
             Event(at(0.35), "command", 'Running "install" command: `npm install`...'),
             Event(at(0.5), "stdout", "added 312 packages, and audited 313 packages in 4s"),
+            *(Event(at(0.55), "stdout", line) for line in self.config.build_output),
             Event(at(0.6), "command", 'Running "npm run build"'),
         ]
         if d.fails:
             events += [
                 Event(at(0.8), "stderr", "Failed to compile."),
                 Event(at(0.85), "stderr", f"sandbox: {d.fail_reason}"),
-                Event(at(0.9), "stderr", f"Error: {BUILD_ERROR_MESSAGE}"),
+                Event(at(0.9), "stderr", f"Error: {self.config.build_error_message}"),
                 Event(d.end_ms, "exit", "exit code 1"),
                 Event(d.end_ms, "deployment-state", "Build failed", "ERROR"),
             ]

@@ -21,7 +21,6 @@ if TYPE_CHECKING:
 REGION = "iad1"
 PLAN = "pro"
 BUILD_ERROR_CODE = "BUILD_UTILS_SPAWN_1"
-BUILD_ERROR_MESSAGE = 'Command "npm run build" exited with 1'
 EnvTarget = Literal["production", "preview", "development"]
 EnvType = Literal["system", "secret", "encrypted", "plain", "sensitive"]
 HOSTNAME = r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)+$"
@@ -183,7 +182,7 @@ def _inspector_url(d: Deployment) -> str:
     return f"https://vercel.com/{team_slug(d.team_id)}/{d.name}/{d.id.removeprefix('dpl_')}"
 
 
-def _timeline(d: Deployment, state: str, now: int) -> dict[str, Any]:
+def _timeline(d: Deployment, state: str, now: int, error_message: str) -> dict[str, Any]:
     stopped = d.canceled_ms if d.canceled_ms is not None else now
     body: dict[str, Any] = {"buildingAt": d.building_ms if d.building_ms <= stopped else d.created_ms}
     if state == "READY":
@@ -192,7 +191,7 @@ def _timeline(d: Deployment, state: str, now: int) -> dict[str, Any]:
         body |= {
             "buildErrorAt": d.end_ms,
             "errorCode": BUILD_ERROR_CODE,
-            "errorMessage": BUILD_ERROR_MESSAGE,
+            "errorMessage": error_message,
             "errorStep": "build",
         }
     elif state == "CANCELED":
@@ -220,7 +219,7 @@ def deployment(s: State, d: Deployment, now: int) -> dict[str, Any]:
         "createdAt": d.created_ms,
         "createdIn": REGION,
         "bootedAt": d.created_ms,
-        **_timeline(d, state, now),
+        **_timeline(d, state, now, s.config.build_error_message),
         "readyState": state,
         "status": state,
         **_substate(d, state),
@@ -265,7 +264,7 @@ def deployment_item(s: State, d: Deployment, now: int) -> dict[str, Any]:
     """getDeployments (v6/v7): a list item, which calls the id `uid` and the creation time `created`."""
     state = d.ready_state(now)
     user = s.config.user
-    timeline = _timeline(d, state, now)
+    timeline = _timeline(d, state, now, s.config.build_error_message)
     body: dict[str, Any] = {
         "uid": d.id,
         "name": d.name,
@@ -306,7 +305,7 @@ def _project_deployment(s: State, d: Deployment, now: int) -> dict[str, Any]:
         "alias": [a.alias for a in s.aliases_of(d.id)],
         "aliasAssigned": d.end_ms if state == "READY" else False,  # nullable+anyOf: null fails OAS 3.0.3
         "aliasError": None,
-        "buildingAt": _timeline(d, state, now)["buildingAt"],
+        "buildingAt": _timeline(d, state, now, s.config.build_error_message)["buildingAt"],
         "createdAt": d.created_ms,
         "createdIn": REGION,
         "creator": {"email": user.email, "uid": user.uid, "username": user.username},

@@ -113,8 +113,10 @@ class RemediationStats(BaseModel):
 
 
 # "alert me if the error rate is above 5%", "create an alert when cpu_percent > 90 for 5m"
+# The condition runs from its first non-blank to its last: `\s+(.+?)\s*$` retried every split of a blank run
+# ("alert if" + 4,000 spaces + "x\ny" took 100 s). A condition of blanks alone no longer counts.
 _ALERT_WHEN = re.compile(
-    r"(?i)\b(?:alert|page|notify)(?:\s+(?:me|us|the\s+team|on-?call))?\s+(?:if|when(?:ever)?)\s+(.+?)\s*$"
+    r"(?i)\b(?:alert|page|notify)(?:\s+(?:me|us|the\s+team|on-?call))?\s+(?:if|when(?:ever)?)\s++(.*?\S)\s*$"
 )
 _SEVERITY_WORD = re.compile(r"(?i)\b(critical|high|medium|low)\b")
 _PHRASE_TO_CONDITION = [
@@ -124,7 +126,10 @@ _PHRASE_TO_CONDITION = [
 ]
 
 
-_SUBJECT = re.compile(r"(?i)\b(?:monitor|watch|track|keep\s+an\s+eye\s+on)\s+(?:the\s+)?(.+?)\s+and\s+(?:alert|notify|page)\b")
+# The subject starts and ends on a non-blank, for the same reason (a subject of blanks alone no longer counts).
+_SUBJECT = re.compile(
+    r"(?i)\b(?:monitor|watch|track|keep\s+an\s+eye\s+on)\s++(?:the\s++)?(.+?)(?<!\s)\s+and\s+(?:alert|notify|page)\b"
+)
 
 
 def _rule_arguments(clause: str, facts: Mapping[str, Any]) -> list[dict[str, Any]] | str:
@@ -140,6 +145,7 @@ def _rule_arguments(clause: str, facts: Mapping[str, Any]) -> list[dict[str, Any
         if subject is None:
             return "say what to compare, e.g. alert me if error_rate > 5%"
         condition = f"{_series_for(subject.group(1), facts)} {condition}"
+    condition = re.sub(r"\s+", " ", condition)  # first: `\s*` before an operator is quadratic on a long blank run
     condition = re.sub(r"\s*(>=|<=|==|!=|>|<)\s*", r" \1 ", condition, count=1)
     condition = re.sub(r"\s+", " ", condition).strip()
     series = re.match(r"[A-Za-z_][\w:.]*", condition)
@@ -177,6 +183,7 @@ def alert_specs(tool: AlertManagementTool) -> list[ToolSpec]:
         return await tool.update_alert_rule(
             args.name, condition=args.condition, severity=args.severity, channels=args.channels,
             repeat_interval=args.repeat_interval, remediation=args.remediation, enabled=args.enabled,
+            by=ctx.caller.agent,
         )
 
     async def delete_alert_rule(args: RuleNameInput, ctx: ToolContext) -> AlertRule:

@@ -60,6 +60,8 @@ class AlertManagementTool:
         )
         rule = await self._checked(rule, condition=condition, channels=channels, repeat_interval=repeat_interval,
                                    remediation=remediation)
+        if remediation is not None:
+            rule = rule.model_copy(update={"remediation_by": created_by})
         await self.store.save_rule(rule)
         return rule
 
@@ -73,8 +75,11 @@ class AlertManagementTool:
         repeat_interval: str | None = None,
         remediation: Remediation | None = None,
         enabled: bool | None = None,
+        by: str = "",
     ) -> AlertRule:
         rule = await self._rule(name)
+        if remediation is not None:
+            rule = rule.model_copy(update={"remediation_by": by})
         if severity is not None:
             rule = rule.model_copy(update={"severity": _severity(severity)})
         if enabled is not None:

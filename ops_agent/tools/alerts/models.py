@@ -42,6 +42,9 @@ class AlertRule(BaseModel):
     created_by: str = ""
     created_at: float
     labels: dict[str, str] = Field(default_factory=dict)
+    # The agent a remediation acts as: whoever last set it. A rule's author cannot make another agent's
+    # permissions run its words (an agent allowed to write rules is not allowed to roll back production).
+    remediation_by: str = ""
 
 
 class Alert(BaseModel):

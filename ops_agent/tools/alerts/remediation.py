@@ -1,4 +1,5 @@
-"""Auto-remediation: what a firing alert may do, always as a governed tool call of this agent.
+"""Auto-remediation: what a firing alert may do, always as a governed tool call of the agent that set the
+remediation on the rule (its permission level, budget and audit trail; this agent for rules without one).
 
     rollback   the `rollback` tool (production back to the previous READY deployment)
     restart    `run_restart_command`: a command from `alerts.restart_commands`, by name; nothing else runs
@@ -74,20 +75,26 @@ class Remediator:
 
     def __init__(self, registry: ToolRegistry, agent: str) -> None:
         self.registry = registry
-        self.caller = Caller(agent, via="alerts")
+        self.agent = agent
+
+    def caller(self, rule: AlertRule) -> Caller:
+        """The agent that set the remediation, so writing a rule never borrows another agent's permissions."""
+        author = rule.remediation_by or rule.created_by or self.agent
+        return Caller(author, via="alerts", agent_type="ops_agent" if author == self.agent else "mcp_client")
 
     async def __call__(self, rule: AlertRule, alert: Alert) -> tuple[bool, str]:
         remediation = rule.remediation
         assert remediation is not None
+        caller = self.caller(rule)
         if remediation.action == "rollback":
             arguments = {"project": remediation.project} if remediation.project else {}
-            result = await self.registry.invoke(self.caller, "rollback", arguments)
+            result = await self.registry.invoke(caller, "rollback", arguments)
             return True, str(getattr(result, "note", "rolled back"))
         if remediation.action == "restart":
-            result = await self.registry.invoke(self.caller, "run_restart_command", {"name": remediation.command})
+            result = await self.registry.invoke(caller, "run_restart_command", {"name": remediation.command})
             return result.exit_code == 0, f"{result.name} exited {result.exit_code}"
         # The operator's words only: the alert's summary is data (it may quote a log line or a label), and a
         # planner reading it could pick a tool from it ("health" in "health(api) == down" is a tool's word).
         task = {"task": remediation.task, "priority": rule.severity}
-        report = await self.registry.invoke(self.caller, "execute_task", task)
+        report = await self.registry.invoke(caller, "execute_task", task)
         return report.status == "completed", f"task {report.status}: {report.summary.splitlines()[0] if report.summary else ''}"

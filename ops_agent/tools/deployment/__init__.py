@@ -222,6 +222,7 @@ def deployment_specs(tool: DeploymentTool, settings: VercelSettings) -> list[Too
     return [
         ToolSpec(
             name="deploy",
+            system_ids=DEPLOYMENT_IDS,
             title="Deploy to Vercel",
             description=(
                 "Build a git branch of a Vercel project into production, staging or preview, waiting for the "
@@ -239,6 +240,7 @@ def deployment_specs(tool: DeploymentTool, settings: VercelSettings) -> list[Too
         ),
         ToolSpec(
             name="get_deployment_status",
+            system_ids=DEPLOYMENT_IDS,
             title="Deployment status",
             description="State, URL, branch, commit, aliases and error of one deployment.",
             input_model=DeploymentIdInput, output_model=DeploymentInfo, handler=get_deployment_status,
@@ -248,6 +250,7 @@ def deployment_specs(tool: DeploymentTool, settings: VercelSettings) -> list[Too
         ),
         ToolSpec(
             name="wait_for_deployment",
+            system_ids=DEPLOYMENT_IDS,
             title="Wait for a deployment",
             description="Follow a build until it is READY, failed or canceled (or the timeout), reporting its log lines as progress.",
             input_model=WaitInput, output_model=DeployResult, handler=wait_for_deployment,
@@ -256,6 +259,7 @@ def deployment_specs(tool: DeploymentTool, settings: VercelSettings) -> list[Too
         ),
         ToolSpec(
             name="list_deployments",
+            system_ids=DEPLOYMENT_IDS,
             title="List deployments",
             description="Deployments newest first, filtered by project, environment and state; page with next_cursor.",
             input_model=ListDeploymentsInput, output_model=DeploymentList, handler=list_deployments,
@@ -265,6 +269,7 @@ def deployment_specs(tool: DeploymentTool, settings: VercelSettings) -> list[Too
         ),
         ToolSpec(
             name="rollback",
+            system_ids=DEPLOYMENT_IDS,
             title="Roll back production",
             description=(
                 "Undo a production deployment: production goes back to the most recent READY production "
@@ -280,6 +285,7 @@ def deployment_specs(tool: DeploymentTool, settings: VercelSettings) -> list[Too
         ),
         ToolSpec(
             name="promote",
+            system_ids=DEPLOYMENT_IDS,
             title="Promote to production",
             description="Point production at a READY production deployment (no rebuild); also turns automatic production assignment back on after a rollback.",
             input_model=ScopedDeploymentInput, output_model=DeploymentInfo, handler=promote,
@@ -290,6 +296,7 @@ def deployment_specs(tool: DeploymentTool, settings: VercelSettings) -> list[Too
         ),
         ToolSpec(
             name="cancel_deployment",
+            system_ids=DEPLOYMENT_IDS,
             title="Cancel a build",
             description="Cancel a deployment that is still queued or building.",
             input_model=ScopedDeploymentInput, output_model=DeploymentInfo, handler=cancel_deployment,
@@ -301,6 +308,7 @@ def deployment_specs(tool: DeploymentTool, settings: VercelSettings) -> list[Too
         ),
         ToolSpec(
             name="list_env_vars",
+            system_ids=("id", "key"),
             title="List environment variables",
             description="A project's environment variables: names, types and where they apply. Values are never shown.",
             input_model=ProjectInput, output_model=EnvVarList, handler=list_env_vars,
@@ -326,6 +334,7 @@ def deployment_specs(tool: DeploymentTool, settings: VercelSettings) -> list[Too
         ),
         ToolSpec(
             name="list_deployment_history",
+            system_ids=DEPLOYMENT_IDS,
             title="Deployment history",
             description="What ops-agent deployed, rolled back, promoted or canceled: who asked, when, where, outcome, duration, URL.",
             input_model=HistoryInput, output_model=HistoryList, handler=list_deployment_history,
@@ -334,6 +343,11 @@ def deployment_specs(tool: DeploymentTool, settings: VercelSettings) -> list[Too
             intents=(Intent(patterns=(r"\bdeploy(ment)?s?\s+history\b", r"\bwho\s+deployed\b", r"\bwhat\s+(was|got)\s+deployed\b"), arguments=_project_filter),),
         ),
     ]
+
+
+# Output keys whose values Vercel or our history made: a later step of a task may act on them as they are
+# (ops_agent.ooda.provenance). Free text beside them (a commit message, an error) is not trusted.
+DEPLOYMENT_IDS = ("id", "project_id", "deployment_id", "undone_deployment_id", "now_serving_id")
 
 
 # -- how the offline planner reads deployment requests -------------------------------------------------

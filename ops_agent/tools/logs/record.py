@@ -44,3 +44,6 @@ class LogRecord:
     service: str = ""
     host: str = ""
     attributes: dict[str, Any] = field(default_factory=dict)
+    # The sender's id for this record, namespaced by source ("vercel:…", "webhook:…"): the index stores a
+    # keyed record once, however often it is delivered. None (a file line, a bearer post): never deduplicated.
+    key: str | None = None

@@ -131,7 +131,11 @@ _DEFINE_METRIC = re.compile(
     r"(?i)\b(?:add|define|create)\s+(?:a\s+)?(?:custom\s+)?metric\s+([a-zA-Z_][\w.:-]*)\s+(?:as|=|:)\s+(.+)$"
 )
 # "query avg(system_cpu_percent[5m])", "what is p95(response_time_ms[1h])"
-_QUERY = re.compile(r"(?i)\b(?:query|evaluate|what\s+is|what's)\s+(\S*[a-z_][\w.:]*\s*(?:\(|\{|\[).*)$")
+# A name (a run of [\w.:] with a letter) then a bracket. Each run is tried once from its start, up to its first
+# letter: `\S*[a-z_][\w.:]*` backtracked over every split of a long word (quadratic).
+_QUERY = re.compile(
+    r"(?i)\b(?:query|evaluate|what\s+is|what's)\s+(\S*?(?<![\w.:])(?>[\w.:]*?[a-z_])[\w.:]*+\s*+(?:\(|\{|\[).*)$"
+)
 
 
 def _define_metric_arguments(clause: str, facts: Mapping[str, Any]) -> list[dict[str, Any]] | str:

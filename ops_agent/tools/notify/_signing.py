@@ -19,7 +19,17 @@ TOLERANCE_S = 5 * 60
 
 
 class WebhookSignatureError(ValueError):
-    """An inbound webhook did not verify (the message never includes the secret)."""
+    """An inbound webhook did not verify (the message never includes the secret).
+
+    `header` names the header at fault, so a receiver can tell a stale or malformed message (400) from a
+    forged one (401)."""
+
+    def __init__(self, message: str, header: str = "webhook-signature") -> None:
+        super().__init__(message)
+        self.header = header
+
+
+MAX_ID_CHARS = 256  # a receiver stores the id to refuse replays
 
 
 def _key(secret: str) -> bytes:
@@ -50,22 +60,31 @@ def signature_headers(secret: str | None, msg_id: str, timestamp: int, body: byt
 def verify_webhook(
     secret: str, headers: Mapping[str, str], body: bytes, *, now: float, tolerance_s: float = TOLERANCE_S
 ) -> str:
-    """Check an inbound webhook; returns its webhook-id, raises WebhookSignatureError."""
+    """Check an inbound webhook; returns its webhook-id, raises WebhookSignatureError naming the header.
+
+    Every `v1,` entry of webhook-signature is compared with `hmac.compare_digest` (rotation sends several);
+    other versions are ignored, per the spec."""
     lowered = {key.lower(): value for key, value in headers.items()}
-    try:
-        msg_id, stamp, signatures = (
-            lowered["webhook-id"], lowered["webhook-timestamp"], lowered["webhook-signature"]
-        )
-    except KeyError as exc:
-        raise WebhookSignatureError(f"missing header {exc.args[0]}") from None
-    try:
-        timestamp = int(stamp)
-    except ValueError:
-        raise WebhookSignatureError("webhook-timestamp is not an integer") from None
+    for header in ("webhook-id", "webhook-timestamp", "webhook-signature"):
+        if not lowered.get(header, "").strip():
+            raise WebhookSignatureError(f"missing header {header}", header)
+    msg_id, stamp, signatures = lowered["webhook-id"], lowered["webhook-timestamp"], lowered["webhook-signature"]
+    # A '.' in the id would let a signature be re-read with a different id and timestamp (they are
+    # '.'-joined in the signed content); senders never put one there.
+    if "." in msg_id or len(msg_id) > MAX_ID_CHARS:
+        raise WebhookSignatureError(f"webhook-id: must be at most {MAX_ID_CHARS} characters without '.'", "webhook-id")
+    # Digits only: int() would also take '+1', ' 1' and '1_0', each signed as a different string.
+    if not (stamp.isascii() and stamp.isdigit()):
+        raise WebhookSignatureError("webhook-timestamp is not an integer", "webhook-timestamp")
+    timestamp = int(stamp)
     if timestamp < now - tolerance_s:
-        raise WebhookSignatureError("message timestamp too old")
+        raise WebhookSignatureError(
+            f"webhook-timestamp: message timestamp too old (more than {tolerance_s:g} s before now)", "webhook-timestamp"
+        )
     if timestamp > now + tolerance_s:
-        raise WebhookSignatureError("message timestamp too new")
+        raise WebhookSignatureError(
+            f"webhook-timestamp: message timestamp too new (more than {tolerance_s:g} s after now)", "webhook-timestamp"
+        )
     expected = base64.b64decode(sign_webhook(secret, msg_id, timestamp, body)[3:])
     for entry in signatures.split(" "):
         version, _, value = entry.partition(",")
@@ -77,4 +96,4 @@ def verify_webhook(
             continue
         if hmac.compare_digest(candidate, expected):
             return msg_id
-    raise WebhookSignatureError("no matching signature")
+    raise WebhookSignatureError("webhook-signature: no matching signature")

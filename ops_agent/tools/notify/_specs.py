@@ -75,7 +75,7 @@ def notify_specs(service: NotificationService) -> list[ToolSpec]:
             "outbox: retried, rate-limited, falling back when a channel keeps failing. Returns each delivery.",
             input_model=SendNotificationInput, output_model=NotificationResult, handler=send_notification,
             actions=("notify:configured",), annotations=outward, timeout_s=60, summarize=_line,
-            idempotency_field="notification_id",
+            idempotency_field="notification_id", content_fields=("message", "subject", "priority"),
             intents=(Intent(patterns=(r"\b(notify|message|tell|ping)\b.*\b(on\s+)?(slack|e-?mail|team|on-?call)\b",),
                             arguments=_notify_arguments),),
         ),
@@ -85,7 +85,7 @@ def notify_specs(service: NotificationService) -> list[ToolSpec]:
             "private, loopback and metadata addresses refused; redirects not followed.",
             input_model=SendWebhookInput, output_model=NotificationResult, handler=send_webhook,
             actions=("notify:external",), annotations=outward, timeout_s=60, summarize=_line,
-            idempotency_field="notification_id",
+            idempotency_field="notification_id", content_fields=("payload", "event_type"),
         ),
         ToolSpec(
             name="get_notification_status", title="Notification status",

@@ -16,6 +16,10 @@ keeps its first 2046 bytes (queries are cut alike), positions stop at 16383 and 
 past the 16383rd word of one record is not found; words past 1 MB of distinct text in one record are
 not indexed. PostgreSQL text holds no NUL character: it is stored as U+FFFD.
 
+A record with a sender's key (`LogRecord.key`) is written once: `source_key` has a unique index and
+keyed records are inserted with ON CONFLICT DO NOTHING, so two processes delivering the same key at once
+store it once.
+
 The URL may carry a password: it is never put in an error or a log line.
 """
 
@@ -61,10 +65,21 @@ _MIGRATIONS = [
     CREATE INDEX log_records_service_time ON log_records (service, time);
     CREATE INDEX log_records_words ON log_records USING gin (words);
     """,
+    """
+    ALTER TABLE log_records ADD COLUMN source_key text;
+    CREATE UNIQUE INDEX log_records_source_key ON log_records (source_key) WHERE source_key IS NOT NULL;
+    """,
 ]
 _SELECT = "SELECT id, time, severity, service, host, message, attributes FROM log_records"
 _NEWEST_FIRST = "ORDER BY time DESC, id DESC LIMIT %s"
 _COPY = "COPY log_records (time, severity, service, host, message, attributes, words) FROM STDIN"
+# COPY can't skip a conflict: keyed records go in as one INSERT of arrays instead.
+_INSERT_KEYED = (
+    "INSERT INTO log_records (time, severity, service, host, message, attributes, words, source_key) "
+    "SELECT * FROM unnest(%s::float8[], %s::int2[], %s::text[], %s::text[], %s::text[], %s::text[]::jsonb[], "
+    "%s::text[]::tsvector[], %s::text[]) "
+    "ON CONFLICT (source_key) WHERE source_key IS NOT NULL DO NOTHING"
+)
 
 
 class PostgresLogStore:
@@ -94,12 +109,36 @@ class PostgresLogStore:
     async def append(self, records: list[LogRecord]) -> int:
         if not records:
             return 0
-        rows = await asyncio.to_thread(_rows, records)  # tokenizing a big batch is CPU work: off the event loop
+        plain: list[LogRecord] = []
+        keyed: dict[str, LogRecord] = {}
+        for record in records:
+            if (key := record.key) is None:
+                plain.append(record)
+            else:
+                keyed.setdefault(key, record)  # a key twice in one batch: the first is kept
+        # Tokenizing a big batch is CPU work: off the event loop.
+        rows = await asyncio.to_thread(_rows, plain + list(keyed.values()))
+        written = len(plain)
         async with self._write("write log records") as conn, conn.transaction():
-            async with conn.cursor().copy(_COPY) as copy:
-                for row in rows:
-                    await copy.write_row(row)
-        return len(records)
+            if plain:
+                async with conn.cursor().copy(_COPY) as copy:
+                    for row in rows[: len(plain)]:
+                        await copy.write_row(row)
+            if keyed:
+                columns = [list(column) for column in zip(*rows[len(plain) :], strict=True)]
+                cursor = await conn.execute(_INSERT_KEYED, [*columns, list(keyed)])
+                written += cursor.rowcount
+        return written
+
+    async def known_keys(self, keys: Sequence[str]) -> set[str]:
+        """The keys of `keys` already stored (records are written once per key)."""
+        if not keys:
+            return set()
+        async with self._read("look up record keys") as conn:
+            cursor = await conn.execute(
+                "SELECT source_key FROM log_records WHERE source_key = ANY(%s)", [list(keys)]
+            )
+            return {row[0] for row in await cursor.fetchall()}
 
     async def search(self, where: LogFilter, *, limit: int, buckets: int = 60) -> SearchPage:
         clause, params = _where(where)

@@ -9,6 +9,10 @@ low 21. So rowid order is time order whatever order records arrive in, and a tim
 which FTS5 seeks directly: "the newest 100 matches", a histogram and a count come from the full-text index
 alone, without visiting the records, and retention is a rowid-range delete. Time ranges have millisecond
 resolution.
+
+A record with a sender's key (`LogRecord.key`: a Vercel drain record, a signed webhook message) is
+written once: `source_key` is uniquely indexed, and a batch skips the keys already stored inside its own
+write transaction.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import logging
 import math
 import random
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -51,6 +55,10 @@ _MIGRATIONS = [
     CREATE INDEX log_records_service ON log_records (service);
     CREATE INDEX log_records_severity ON log_records (severity);
     CREATE VIRTUAL TABLE log_fts USING fts5 (message, attributes, tokenize = 'unicode61 remove_diacritics 2')
+    """,
+    """
+    ALTER TABLE log_records ADD COLUMN source_key TEXT;
+    CREATE UNIQUE INDEX log_records_source_key ON log_records (source_key) WHERE source_key IS NOT NULL
     """,
 ]
 _SELECT = (
@@ -95,6 +103,10 @@ class SqliteLogStore:
                     raise
                 self._sequence = random.getrandbits(SEQUENCE_BITS)  # a clash: the batch rolled back; renumber
         raise AssertionError("unreachable")
+
+    async def known_keys(self, keys: Sequence[str]) -> set[str]:
+        """The keys of `keys` already stored (records are written once per key)."""
+        return await self._read(lambda conn: _stored_keys(conn, keys))
 
     async def search(self, where: LogFilter, *, limit: int, buckets: int = 60) -> SearchPage:
         source, id_column, clause, params = _matches(where)
@@ -180,11 +192,23 @@ class SqliteLogStore:
 
 
 def _insert(conn: sqlite3.Connection, ids: list[int], records: list[LogRecord]) -> int:
+    keys = [r.key for r in records]
+    if any(keys):  # inside the write transaction: no other writer can store a key between check and insert
+        taken = _stored_keys(conn, [k for k in keys if k])
+        kept = []
+        for id_, record, key in zip(ids, records, keys, strict=True):
+            if key is None or key not in taken:
+                kept.append((id_, record, key))
+                if key is not None:
+                    taken.add(key)  # a key twice in one batch: the first is kept
+        ids, records, keys = [k[0] for k in kept], [k[1] for k in kept], [k[2] for k in kept]
     conn.executemany(
-        "INSERT INTO log_records (id, time, severity, service, host, attributes) VALUES (?, ?, ?, ?, ?, ?)",
+        "INSERT INTO log_records (id, time, severity, service, host, attributes, source_key) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?)",
         [
-            (id_, r.time, severity_rank(r.severity), r.service, r.host, _json(r.attributes) if r.attributes else None)
-            for id_, r in zip(ids, records, strict=True)
+            (id_, r.time, severity_rank(r.severity), r.service, r.host,
+             _json(r.attributes) if r.attributes else None, key)
+            for id_, r, key in zip(ids, records, keys, strict=True)
         ],
     )
     conn.executemany(
@@ -195,6 +219,15 @@ def _insert(conn: sqlite3.Connection, ids: list[int], records: list[LogRecord]) 
         ],
     )
     return len(records)
+
+
+def _stored_keys(conn: sqlite3.Connection, keys: Sequence[str]) -> set[str]:
+    found: set[str] = set()
+    for start in range(0, len(keys), 500):
+        chunk = list(keys[start : start + 500])
+        sql = f"SELECT source_key FROM log_records WHERE source_key IN ({', '.join('?' * len(chunk))})"
+        found.update(row[0] for row in conn.execute(sql, chunk))
+    return found
 
 
 def _by_id(conn: sqlite3.Connection, ids: list[int]) -> list[StoredRecord]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -48,6 +49,10 @@ class LogStore(Protocol):
 
     async def append(self, records: list[LogRecord]) -> int:
         """Write a batch in one transaction; returns how many were written."""
+        ...
+
+    async def known_keys(self, keys: Sequence[str]) -> set[str]:
+        """The keys of `keys` already stored: a keyed record is written once, in the transaction that writes it."""
         ...
 
     async def search(self, where: LogFilter, *, limit: int, buckets: int = 60) -> SearchPage: ...

@@ -1,14 +1,21 @@
 """Vercel's logs as records: log-drain deliveries (pushed to us), build events and runtime logs (pulled).
 
 Shapes: `../shared/contracts/VERCEL.md` (log-drain delivery, getDeploymentEvents, getRuntimeLogs).
+
+Vercel retries a drain delivery it thinks failed, so each drain record carries a key (`LogRecord.key`) and the
+index stores it once. The drain signature covers the body only, with no timestamp, so a delivery can't be
+refused as stale: an old delivery replayed adds nothing, since its records are already stored (until log
+retention deletes them, after which they would be deleted again).
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from ops_agent.errors import ToolFailed, ToolRetry
@@ -16,7 +23,7 @@ from ops_agent.tools.deployment.vercel_client import VercelClient
 from ops_agent.tools.logs.ingest.body import json_array, json_lines
 from ops_agent.tools.logs.record import LogRecord, normalize_severity
 
-__all__ = ["VercelLogPuller", "build_event_record", "drain_records", "runtime_log_record", "valid_drain_signature"]
+__all__ = ["VercelLogPuller", "build_event_record", "drain_key", "drain_records", "runtime_log_record", "valid_drain_signature"]
 
 _DRAIN_ATTRIBUTES = (
     "id", "deploymentId", "projectId", "source", "buildId", "entrypoint", "path", "type", "statusCode",
@@ -42,8 +49,18 @@ def drain_records(body: bytes) -> list[LogRecord]:
     for index, entry in enumerate(entries):
         if not isinstance(entry, dict):
             raise ToolRetry(f"body: entry {index + 1} is not an object")
-        records.append(drain_record(entry))
+        records.append(replace(drain_record(entry), key=drain_key(entry)))
     return records
+
+
+def drain_key(entry: dict[str, Any]) -> str | None:
+    """A digest of the whole entry, which holds Vercel's unique record `id`: a redelivery is the same entry,
+    while two different entries that happen to share an id are both kept (a log line is never dropped as a
+    duplicate of another). An entry without an id is not deduplicated: identical lines can be real events."""
+    if entry.get("id") in (None, ""):
+        return None
+    canonical = json.dumps(entry, sort_keys=True, separators=(",", ":"), ensure_ascii=True, default=str)
+    return "vercel:" + hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def drain_record(entry: dict[str, Any]) -> LogRecord:
