@@ -109,7 +109,7 @@ def run(
     if as_json:
         _print_json(report)
     else:
-        colour = {"completed": "green", "partial": "yellow"}.get(report["status"], "red")
+        colour = {"completed": "green", "partial": "yellow", "approval_required": "yellow"}.get(report["status"], "red")
         out.print(f"[bold {colour}]{report['status']}[/] · planner {report['planner']} · {report['task_id']}")
         table = Table("step", "tool", "arguments", "result", show_lines=False)
         for number, step in enumerate(report["steps"], 1):

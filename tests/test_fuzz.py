@@ -411,6 +411,36 @@ def from_schema(schema: dict[str, Any], defs: dict[str, Any], field: str = "", d
     return junk  # no type: anything
 
 
+def valid_value(schema: dict[str, Any], defs: dict[str, Any], field: str = "") -> st.SearchStrategy:
+    """Values the schema accepts (often not the tool: an id that does not exist), to get past validation."""
+    if "$ref" in schema:
+        return valid_value(defs[schema["$ref"].rsplit("/", 1)[-1]], defs, field)
+    if field in KNOWN:  # a value that exists here, or any the schema accepts
+        return st.sampled_from(KNOWN[field]) | valid_value(schema, defs)
+    if "enum" in schema:
+        return st.sampled_from(list(schema["enum"]))
+    if "anyOf" in schema:
+        return st.one_of(*(valid_value(s, defs, field) for s in schema["anyOf"]))
+    kind = schema.get("type")
+    if kind == "string":
+        low, high = schema.get("minLength", 0), min(schema.get("maxLength", 60), 60)
+        if pattern := schema.get("pattern"):
+            return st.from_regex(pattern, fullmatch=True).filter(lambda s: low <= len(s) <= schema.get("maxLength", 10**6))
+        return st.text(min_size=low, max_size=max(low, high))
+    if kind in ("integer", "number"):
+        low = schema.get("minimum", schema.get("exclusiveMinimum"))
+        high = schema.get("maximum", schema.get("exclusiveMaximum"))
+        if kind == "integer":
+            return st.integers(min_value=low, max_value=high)
+        return st.floats(min_value=low, max_value=high, allow_nan=False, allow_infinity=False,
+                         exclude_min="exclusiveMinimum" in schema, exclude_max="exclusiveMaximum" in schema)
+    if kind == "boolean":
+        return st.booleans()
+    if kind == "null":
+        return st.none()
+    return st.nothing()
+
+
 def object_strategy(schema: dict[str, Any], defs: dict[str, Any], depth: int = 0) -> st.SearchStrategy:
     properties = schema.get("properties", {})
     required = set(schema.get("required", []))
@@ -458,7 +488,10 @@ def arguments_for(spec: Any) -> st.SearchStrategy:
         one_field = st.sampled_from(sorted(properties)).flatmap(
             lambda name: from_schema(properties[name], defs, name).map(lambda value: {**sample, name: value})
         )
-        options += [one_field] * 4  # the deepest-reaching kind: most of the cases
+        valid_field = st.sampled_from(sorted(properties)).flatmap(
+            lambda name: valid_value(properties[name], defs, name).map(lambda value: {**sample, name: value})
+        )
+        options += [one_field] * 3 + [valid_field] * 3  # the deepest-reaching kinds: most of the cases
     if schema.get("required"):
         options.append(st.builds(without, typed, st.sampled_from(schema["required"])))
         options.append(st.builds(without, st.just(sample), st.sampled_from(schema["required"])))

@@ -214,8 +214,8 @@ class TaskLoop:
         spec = self.registry.get(call.tool)
         if spec is None or not spec.planner_visible:  # e.g. execute_task: a task may not start a task
             return StepResult(call, ok=False, error=f"tool {call.tool!r} is not available to the planner")
-        if (arguments := validated(spec, call.arguments)) is not None:  # invalid: the registry says why
-            rule = self.gate.policy.rule(spec.action_for(arguments))
+        if (parsed := validated(spec, call.arguments)) is not None:  # invalid: the registry says why
+            rule = self.gate.policy.rule(spec.action_for(parsed))
             if guarded(rule) and (reasons := held.provenance.review(spec, rule, call)):
                 return await self._hold(caller, call, rule.action, reasons, held)
         if spec.annotations.read_only_hint or caller.task_id is None:
