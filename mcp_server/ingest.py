@@ -1,5 +1,6 @@
 """HTTP log ingest beside MCP: `POST /ingest/logs` (NDJSON, a JSON array or plain lines) and
-`POST /ingest/vercel` (Vercel's log-drain delivery, signed with `x-vercel-signature`).
+`POST /ingest/vercel` (Vercel's log-drain delivery, signed with `x-vercel-signature`) and
+`POST /ingest/sentry` (Sentry issue-alert and issue webhooks, signed with `Sentry-Hook-Signature`).
 
 These are the data plane: systems pushing lines, authenticated by a token or a signature, not agents
 acting. So they don't pass the governance gate one request at a time (a busy drain would flood the
@@ -42,6 +43,8 @@ from ops_agent.tools.logs.ingest.body import json_array
 from ops_agent.tools.logs.ingest.vercel_logs import drain_records, valid_drain_signature
 from ops_agent.tools.logs.record import LogRecord
 from ops_agent.tools.notify import WebhookSignatureError, verify_webhook
+from ops_agent.tools.sentry import SIGNATURE_HEADER as SENTRY_SIGNATURE
+from ops_agent.tools.sentry import valid_hook_signature, webhook_records
 
 __all__ = ["MAX_BODY_BYTES", "add_ingest_routes"]
 
@@ -142,6 +145,40 @@ def add_ingest_routes(server: MCPServer, services: Services) -> None:
         except OpsAgentError as exc:
             return _refuse(400, exc.public_message)
         return await _write(lambda: write_once(records))
+
+    sentry_secret = settings.sentry.webhook_secret.get_secret_value() if settings.sentry.webhook_secret else None
+
+    @server.custom_route("/ingest/sentry", methods=["POST"])
+    async def ingest_sentry(request: Request) -> Response:
+        """Sentry integration-platform webhooks (docs/SENTRY.md): Sentry-Hook-Signature is the HMAC-SHA256 of
+        the raw body with the client secret. Its timestamp is not signed, so replays are refused by content
+        instead: each record's key (issue and lastSeen, or issue and event) is stored once."""
+        if sentry_secret is None and (
+            refused := refusal(request, "set sentry.webhook_secret (SENTRY_CLIENT_SECRET) to accept Sentry webhooks")
+        ):
+            return refused
+        body = await _body(request)
+        if isinstance(body, JSONResponse):
+            return body
+        if sentry_secret is not None:
+            signature = request.headers.get(SENTRY_SIGNATURE)
+            if not signature:
+                return _refuse(401, "Sentry-Hook-Signature is missing")
+            if not valid_hook_signature(body, sentry_secret, signature):
+                return _refuse(401, "Sentry-Hook-Signature does not match the body (check sentry.webhook_secret)")
+        resource = request.headers.get("sentry-hook-resource", "")
+        if not resource:
+            return _refuse(400, "Sentry-Hook-Resource is missing")
+        try:
+            records = webhook_records(resource, json.loads(body))
+        except (ValueError, UnicodeDecodeError):
+            return _refuse(400, "body: not JSON")
+        except OpsAgentError as exc:
+            return _refuse(400, exc.public_message)
+        if records is None:  # 200 all the same: Sentry unsubscribes a receiver that keeps failing
+            return JSONResponse({"accepted": 0, "ignored": f"{resource[:40]} deliveries carry no error activity"})
+        assert services.sentry is not None  # open_services always builds it
+        return await _write(lambda: services.sentry.write_new(records))  # type: ignore[union-attr]
 
 
 async def _body(request: Request) -> bytes | JSONResponse:

@@ -211,6 +211,41 @@ class VercelSettings(_Section):
     deploy_timeout_s: float = Field(900.0, gt=0, description="How long a deploy waits for a final state.")
 
 
+class SentrySettings(_Section):
+    """Sentry as an error source (docs/SENTRY.md): pulled issues, and issue-alert webhooks on /ingest/sentry."""
+
+    api_url: str = Field("https://sentry.io", description="Sentry's base URL (no /api/0): a region or self-hosted host.")
+    auth_token: SecretStr | None = Field(None, description="Auth token with event:read (SENTRY_AUTH_TOKEN).")
+    organization: str | None = Field(
+        None, min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.-]+$", description="Organization slug (SENTRY_ORG)."
+    )
+    projects: list[str] = Field(
+        default_factory=list, description="Project slugs pulled when a call names none; records' service is the slug."
+    )
+    query: str = Field("is:unresolved", max_length=500, description="Sentry search sent with every pull.")
+    webhook_secret: SecretStr | None = Field(
+        None,
+        description="The integration's client secret (SENTRY_CLIENT_SECRET): /ingest/sentry checks "
+        "Sentry-Hook-Signature with it.",
+    )
+    timeout_s: float = Field(30.0, gt=0, le=300, description="Timeout of one API request.")
+    max_attempts: int = Field(5, ge=1, le=10, description="Attempts per request on 429, 5xx and lost connections.")
+    max_retry_after_s: float = Field(
+        120.0, gt=0, le=3600, description="Longest wait honoured on a 429 (Retry-After or X-Sentry-Rate-Limit-Reset)."
+    )
+    max_pages: int = Field(10, ge=1, le=100, description="Pages of 100 issues read per pull, at most.")
+    max_events: int = Field(25, ge=0, le=500, description="Issues per pull whose latest event is also fetched.")
+    poll_interval_s: float = Field(0.0, ge=0, le=86400, description="Pull every this many seconds; 0 = no background polling.")
+
+    @field_validator("projects")
+    @classmethod
+    def _slugs(cls, projects: list[str]) -> list[str]:
+        for slug in projects:
+            if not re.fullmatch(r"[A-Za-z0-9_.-]{1,100}", slug):
+                raise ValueError(f"project {slug!r}: a Sentry project slug (letters, digits, '_', '.', '-')")
+        return projects
+
+
 class LogFileSource(_Section):
     path: str = Field(min_length=1, description="A file or glob (`**` allowed, `~` expanded) to follow.")
     service: str = Field("", description="Service name for lines that carry none; default: the file's stem.")
@@ -317,6 +352,12 @@ class IncidentSettings(_Section):
         60.0, ge=5, le=3600, description="How long a remediation waits for the service to answer healthy again."
     )
     verify_checks: int = Field(2, ge=1, le=20, description="Healthy probes in a row, with no 5xx between, that verify a fix.")
+    fix_requests_to: str | None = Field(
+        None, description="The peer tool request_code_fix sends to (its registry name, e.g. dev_agent__open_fix_request)."
+    )
+    summaries_to: str | None = Field(
+        None, description="The peer tool share_incident_summary sends to (e.g. faq_agent__add_insight)."
+    )
 
 
 class NotifySettings(_Section):
@@ -397,6 +438,43 @@ class SupabaseSettings(_Section):
     service_role_key: SecretStr | None = None
 
 
+class PeerSettings(_Section):
+    """Another agent's MCP server whose tools ops-agent offers, governed (docs/MCP.md, "Peers").
+
+    Give `command` (stdio: ops-agent starts the peer) or `url` (streamable HTTP, with `token`)."""
+
+    command: list[str] | None = Field(
+        None, min_length=1, description="stdio: the argv that starts the peer's MCP server (no shell)."
+    )
+    env: dict[str, str] = Field(
+        default_factory=dict,
+        description="stdio: environment for the peer, added to PATH, HOME and the like (nothing else is inherited).",
+    )
+    cwd: Path | None = Field(None, description="stdio: working directory of the peer.")
+    url: str | None = Field(None, pattern=r"^https?://[^\s/]+", description="streamable HTTP: the peer's MCP endpoint.")
+    token: SecretStr | None = Field(None, description="streamable HTTP: bearer token sent to this peer, and only to it.")
+    role: Literal["dev", "faq", "other"] = Field("other", description="What the peer is for, for coordination tools.")
+    action: str = Field(
+        "peer:call", min_length=1,
+        description="Governance action (a row of the policy table) of every call to this peer; default outward.",
+    )
+    tools: list[str] | None = Field(None, description="Offer only these tools of the peer; none = all it lists.")
+    timeout_s: float = Field(30.0, gt=0, le=3600, description="A call taking longer fails with a timeout error.")
+    connect_timeout_s: float = Field(10.0, gt=0, le=300, description="How long connecting (or reconnecting) may take.")
+    relist_interval_s: float = Field(
+        60.0, ge=0.05, le=86400, description="How often the peer's tool list is read again to catch changes."
+    )
+    mode: Literal["auto", "legacy"] = Field("auto", description="MCP protocol negotiation (legacy: 2025-11-25).")
+
+    @model_validator(mode="after")
+    def _one_transport(self) -> PeerSettings:
+        if (self.command is None) == (self.url is None):
+            raise ValueError("give exactly one of command (stdio) and url (streamable HTTP)")
+        if self.token is not None and self.url is None:
+            raise ValueError("token is for a url peer only")
+        return self
+
+
 class Settings(_Section):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     storage: StorageSettings = StorageSettings()
@@ -409,10 +487,23 @@ class Settings(_Section):
     alerts: AlertSettings = AlertSettings()
     incidents: IncidentSettings = IncidentSettings()
     vercel: VercelSettings = VercelSettings()
+    sentry: SentrySettings = SentrySettings()
     notify: NotifySettings = NotifySettings()
     redis: RedisSettings = RedisSettings()
     queue: QueueSettings = QueueSettings()
     supabase: SupabaseSettings = SupabaseSettings()
+    peers: dict[str, PeerSettings] = Field(
+        default_factory=dict, description="Peer agents' MCP servers, by name: their tools are offered as <name>__<tool>."
+    )
+
+    @field_validator("peers")
+    @classmethod
+    def _peer_names(cls, peers: dict[str, PeerSettings]) -> dict[str, PeerSettings]:
+        # No "__" inside a name: it separates the peer from the tool in `<peer>__<tool>`.
+        for name in peers:
+            if not re.fullmatch(r"[a-z][a-z0-9]*(?:_[a-z0-9]+)*", name) or len(name) > 24:
+                raise ValueError(f"peers.{name}: a peer name is lowercase letters, digits and single '_' (24 at most)")
+        return peers
 
     @field_validator("services")
     @classmethod
@@ -476,6 +567,10 @@ ENVIRONMENT: dict[str, tuple[str, ...]] = {
     "OPS_AGENT_LOGS_DATABASE_URL": ("logs", "database_url"),
     "VERCEL_LOG_DRAIN_SECRET": ("logs", "drain_secret"),
     "OPS_AGENT_LOGS_WEBHOOK_SECRET": ("logs", "webhook_secret"),
+    "SENTRY_AUTH_TOKEN": ("sentry", "auth_token"),
+    "SENTRY_ORG": ("sentry", "organization"),
+    "SENTRY_URL": ("sentry", "api_url"),
+    "SENTRY_CLIENT_SECRET": ("sentry", "webhook_secret"),
 }
 CONFIG_FILE_VARIABLE = "OPS_AGENT_CONFIG"
 

@@ -38,6 +38,7 @@ from ops_agent.governance.ledger import CostLedger
 from ops_agent.governance.rate_limit import RateLimiter, RateLimits
 from ops_agent.governance.reputation import ReputationStore
 from ops_agent.ooda import Planner, RulePlanner, TaskLoop, execute_task_spec
+from ops_agent.peers import Peers, open_peers
 from ops_agent.redact import RedactingFilter, Redactor
 from ops_agent.registry import ToolRegistry
 from ops_agent.stores.sqlite import SqliteDatabase
@@ -49,7 +50,8 @@ from ops_agent.tools.alerts.notifier import NotificationNotifier
 from ops_agent.tools.alerts.remediation import Remediator, restart_command_spec
 from ops_agent.tools.alerts.sources import AgentConditionSources
 from ops_agent.tools.deployment import DeploymentTool, SqliteDeploymentHistory, VercelClient, deployment_specs
-from ops_agent.tools.incidents import Diagnoser, IncidentResponder, incident_specs
+from ops_agent.tools.incidents import Diagnoser, IncidentResponder, incident_specs, service_arguments
+from ops_agent.tools.incidents.coordination import Coordinator, coordination_specs
 from ops_agent.tools.logs import LogAnalysisTool, LogCollector, VercelLogPuller, log_specs
 from ops_agent.tools.logs.analysis.rootcause import DeploymentEvent, load_signatures
 from ops_agent.tools.logs.index.sqlite_store import SqliteLogStore
@@ -63,6 +65,7 @@ from ops_agent.tools.monitoring.prometheus import PrometheusClient
 from ops_agent.tools.monitoring.scrape import Scraper
 from ops_agent.tools.monitoring.series import MemorySeries, SeriesStore, SqliteSeriesStore, TieredSeries
 from ops_agent.tools.notify import NotificationService, SqliteOutbox, notify_specs
+from ops_agent.tools.sentry import SentrySource, sentry_specs
 
 if TYPE_CHECKING:
     import anthropic
@@ -91,6 +94,8 @@ class Services:
     http: httpx2.AsyncClient
     approvals: ApprovalStore
     incidents: IncidentResponder | None = None  # None when monitoring is off
+    sentry: SentrySource | None = None  # always built by open_services (its tools say when it is unconfigured)
+    peers: Peers | None = None  # config `peers`: other agents' MCP servers, their tools in the registry
 
     @property
     def identity(self) -> Caller:
@@ -179,6 +184,11 @@ async def open_services(
         logs = await _open_logs(settings, redactor, series, deployment, degraded_reason, stack, spawn)
         for spec in log_specs(logs, VercelLogPuller(lambda: deployment.client), settings.vercel.default_project):
             registry.register(spec)
+        sentry = SentrySource(settings.sentry, http, logs.store, logs.collector)
+        for spec in sentry_specs(sentry):
+            registry.register(spec)
+        if sentry.configured and settings.sentry.poll_interval_s > 0:
+            spawn(sentry.poll(settings.sentry.poll_interval_s), "sentry")
         notify = await _open_notify(settings, redactor, db, http, stack, spawn)
         for spec in notify_specs(notify):
             registry.register(spec)
@@ -189,6 +199,15 @@ async def open_services(
             incidents = _incident_responder(settings, registry, monitoring, logs, deployment, series, alerts)
             for spec in incident_specs(incidents):
                 registry.register(spec)
+            coordinator = Coordinator(
+                registry, incidents.diagnoser, logs, deployment, redactor, lambda: list(incidents.reports),
+                fix_requests_to=settings.incidents.fix_requests_to, summaries_to=settings.incidents.summaries_to,
+            )
+            for spec in coordination_specs(coordinator, service_arguments):
+                registry.register(spec)
+        # Peers own their connections (tasks of their own), so a one-shot CLI command can call them too.
+        peers = await open_peers(settings.peers, registry, redactor)
+        stack.push_async_callback(peers.aclose)
         planner = _planner(settings, registry, gate, anthropic_client, stack)
         facts = {
             "services": [service.name for service in settings.services],
@@ -207,7 +226,7 @@ async def open_services(
         registry.register(execute_task_spec(loop))
         yield Services(
             settings, redactor, gate, registry, loop, monitoring, deployment, logs, notify, alerts, telemetry, http,
-            approvals, incidents,
+            approvals, incidents, peers=peers, sentry=sentry,
         )
 
 
@@ -347,7 +366,11 @@ async def _open_alerts(
     await store.migrate()
     registry.register(restart_command_spec(config.restart_commands, redactor, config.command_timeout_s))
     notifier = NotificationNotifier(notify)
-    sources = AgentConditionSources(series, monitoring.health.last, logs)
+    sentry = settings.sentry  # on when issues can arrive: pulled with a token, or pushed to /ingest/sentry
+    sentry_on = (sentry.auth_token is not None and sentry.organization) or sentry.webhook_secret is not None
+    sources = AgentConditionSources(
+        series, monitoring.health.last, logs, sentry_projects=sentry.projects if sentry_on else None
+    )
     policy = RoutingPolicy(
         channels=config.routing, repeat_interval_s=config.repeat_interval_s,
         escalate_after_s=config.escalate_after_s, escalation_channels=config.escalation_channels,

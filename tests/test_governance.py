@@ -14,6 +14,7 @@ from pydantic import BaseModel
 from ops_agent.errors import (
     BudgetExceeded,
     GovernanceUnavailable,
+    OpsAgentError,
     PermissionDenied,
     ToolFailed,
     ToolTimeout,
@@ -342,3 +343,21 @@ def test_annotations_agree_with_the_policy_table(services):
         assert bool(spec.annotations.read_only_hint) == (kinds == {"read"}), spec.name
         if kinds != {"read"}:
             assert spec.annotations.destructive_hint is bool(kinds & {"destructive", "delegate"}), spec.name
+
+
+async def test_reputation_is_earned_only_at_the_agents_own_level(services):
+    """A staging agent must not climb to production on sandbox work (alert rules by the dozen), whether
+    called one by one or as tasks; work at its own level earns, and a failure always costs."""
+    climber = Caller("climber", via="test")
+    for _ in range(services.settings.governance.probation_tasks):  # probation done: staging_access at 110
+        await services.gate.task_outcome(climber, True, "granted in test")
+    start = await services.gate.agent(climber)
+    assert services.gate.level(start) == "staging_access"
+    for n in range(6):
+        await services.registry.invoke(climber, "create_alert_rule", {"name": f"r{n}", "condition": "system_cpu_percent > 99"})
+    report = await services.registry.invoke(climber, "execute_task", {"task": "alert when system_cpu_percent is above 95"})
+    assert report.status == "completed", report.summary
+    assert (await services.gate.agent(climber)).score == start.score
+    with pytest.raises(OpsAgentError):  # a rule on a series that does not exist: the call fails, and that costs
+        await services.registry.invoke(climber, "create_alert_rule", {"name": "bad", "condition": "no_such_series > 1"})
+    assert (await services.gate.agent(climber)).score == start.score + REPUTATION_DELTAS["task_failure"]

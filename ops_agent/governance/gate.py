@@ -100,6 +100,7 @@ class GovernanceGate:
         self._usage_cache: dict[str, tuple[float, BudgetUsage]] = {}
         self._refreshing: dict[str, asyncio.Future[AgentRecord]] = {}
         self._budget_penalised: dict[str, float] = {}
+        self._earning_tasks: set[str] = set()  # tasks with a successful step at their agent's level (task_outcome)
         self.observers: list[Callable[[AuditRecord], None]] = []  # e.g. Telemetry.observe
         self.rate_limiter = rate_limiter if rate_limiter is not None else RateLimiter(RateLimits())
 
@@ -204,11 +205,19 @@ class GovernanceGate:
         finally:
             record.duration_ms = (time.monotonic() - started) * 1000
             record.tokens, record.usd_micros = usage()
-            if agent is not None and record.decision == "allowed" and rule.kind in CONSEQUENTIAL:
-                if caller.task_id is None:  # inside a task, the task's outcome scores once
-                    success = record.outcome == "ok"
-                    await self._event(agent, "task_success" if success else "task_failure", f"{tool} ({action})")
-            await self._audit(record, durable=durable or record.decision != "allowed")
+            audit = self._audit(record, durable=durable or record.decision != "allowed")
+            scored = agent is not None and record.decision == "allowed" and rule.kind in CONSEQUENTIAL
+            success = record.outcome == "ok"
+            if scored and caller.task_id is not None:  # inside a task, the task's outcome scores once
+                if success and self._earns(agent, rule):
+                    self._earning_tasks.add(caller.task_id)
+                await audit
+            elif scored and (not success or self._earns(agent, rule)):
+                event = self._event(agent, "task_success" if success else "task_failure", f"{tool} ({action})")
+                # both go to the store's one writer: submitted together, they cost one round trip, not two
+                await asyncio.gather(event, audit)
+            else:
+                await audit
 
     async def _check(self, caller: Caller, rule: ActionRule, record: AuditRecord) -> AgentRecord | None:
         """Budget, then permission. A backend that went away turns this one call degraded (see the module
@@ -333,9 +342,21 @@ class GovernanceGate:
     async def usage(self, caller: Caller) -> BudgetUsage:
         return await self.ledger.usage((await self.agent(caller)).id)
 
+    def _earns(self, agent: AgentRecord | None, rule: ActionRule) -> bool:
+        """Success earns only at the agent's own level or above: a staging agent does not climb to production
+        by creating alert rules (sandbox work) by the dozen."""
+        return agent is not None and self.policy.allows(rule.min_level, self.level(agent))
+
     async def task_outcome(self, caller: Caller, success: bool, reason: str) -> None:
-        """Score a task that ran consequential steps: once, +2 or -3. Never fails the task (see `_event`)."""
+        """Score a task that ran consequential steps: once, +2 or -3. Never fails the task (see `_event`).
+        A task earns only when one of its successful steps was at the agent's level or above (`_earns`); a
+        call with no task id is a grant as it is (how tests and tools promote an agent on purpose)."""
+        earned = caller.task_id is None or caller.task_id in self._earning_tasks
+        self._earning_tasks.discard(caller.task_id)
         if self.degraded:
+            return
+        if success and not earned:
+            log.info("task %s completed: no reputation earned (no step at the agent's level)", caller.task_id)
             return
         event: EventType = "task_success" if success else "task_failure"
         try:

@@ -61,13 +61,17 @@ GUARDED_FAMILIES: dict[str, re.Pattern[str]] = {
                      "send", "post", "ping", "inform", "webhook", "report to", r"let \S+ know", "escalate"),
     "remediate": _words("fix", "remediate", "restart", "heal", "recover", "mitigate", "repair", "resolve",
                         "bounce", "reboot"),
+    "coordinate": _words("hand(?:ed)? (?:it )?(?:off|over)", "handoff", "share", "escalate", "request", "ask",
+                         "file", "open", "send", "tell", "inform", "post-?incident", "summar(?:y|ize|ise)"),
 }
 # A family word right after one of these (up to two words between) is not asked for: "don't roll back".
 _NEGATED = re.compile(r"\b(don'?t|do not|never|no need to|without|skip|avoid|stop|not)\s+(\S+\s+){0,2}$")
 _FAMILY_OF_PREFIX = {"deploy": "deploy", "rollback": "rollback", "env": "env", "notify": "notify",
-                     "remediate": "remediate", "incident": "remediate"}
+                     "remediate": "remediate", "incident": "remediate", "coordinate": "coordinate",
+                     "peer": "coordinate"}
 _SAID = {"deploy": "deploy", "rollback": "roll back", "env": "change an environment variable",
-         "notify": "send a notification", "remediate": "fix or restart anything"}
+         "notify": "send a notification", "remediate": "fix or restart anything",
+         "coordinate": "hand anything to another agent"}
 
 
 def family_of(action: str) -> str | None:

@@ -8,6 +8,7 @@ health, log counts and log anomalies. docs/ALERT_CONDITIONS.md has the grammar a
     health(api) == down
     log_count(severity=error, service=api)[5m] > 100
     anomaly(logs)
+    sentry_new_issues(web)[10m] > 0                     (Sentry issues first seen in the last 10 minutes)
 
 A condition is one comparison of two metric expressions, one health check, or one anomaly check, with
 an optional trailing `for <duration>`. `log_count(...)` is a number like any other inside the
@@ -66,13 +67,14 @@ __all__ = [
     "HealthCheck",
     "LogAnomaly",
     "LogCount",
+    "SentryNewIssues",
     "check_condition",
     "describe_condition",
     "evaluate_condition",
     "parse_condition",
 ]
 
-CONDITION_FUNCTIONS = (*FUNCTIONS, "log_count", "health", "anomaly")
+CONDITION_FUNCTIONS = (*FUNCTIONS, "log_count", "health", "anomaly", "sentry_new_issues")
 LOG_COUNT_ARGUMENTS = ("severity", "service", "query")
 HEALTH_STATES = ("up", "down")
 MAX_SUMMARY_LENGTH = 500
@@ -107,6 +109,12 @@ class ConditionSources(Protocol):
     async def log_anomalies(self, *, service: str | None, window_s: float) -> list[str]:
         """What the log anomaly detector finds in the window, one line each; empty when nothing."""
         ...
+
+    # Optional (sources without Sentry leave it out: the condition then has no data):
+    # async def sentry_new_issues(self, *, project: str, window_s: float) -> int | None:
+    #     """Sentry issues of `project` first seen in the last `window_s` seconds; None when Sentry is off."""
+    # def sentry_projects(self) -> Collection[str] | None:
+    #     """The configured Sentry projects (checked at rule creation); None when Sentry is off."""
 
 
 # --- the syntax tree (comparisons and arithmetic are the query language's own nodes) -------------
@@ -153,6 +161,19 @@ class LogAnomaly:
     position: int = field(default=0, compare=False)
 
 
+@dataclass(frozen=True)
+class SentryNewIssues:
+    """`sentry_new_issues(web)[10m]`: the Sentry issues of a project first seen in the window, a number.
+    Read from the log index (what collect_sentry_issues, polling and /ingest/sentry stored)."""
+
+    project: str
+    window_s: int = DEFAULT_WINDOW_S
+    position: int = field(default=0, compare=False)
+
+    def __str__(self) -> str:
+        return f"sentry_new_issues({_service_text(self.project)})[{format_duration(self.window_s)}]"
+
+
 Test = Comparison | HealthCheck | LogAnomaly
 
 
@@ -175,6 +196,11 @@ class Condition:
         if not isinstance(self.test, Comparison):
             return ()
         return tuple(dict.fromkeys(leaf for leaf in leaves(self.test) if isinstance(leaf, LogCount)))
+
+    def sentry_reads(self) -> tuple[SentryNewIssues, ...]:
+        if not isinstance(self.test, Comparison):
+            return ()
+        return tuple(dict.fromkeys(leaf for leaf in leaves(self.test) if isinstance(leaf, SentryNewIssues)))
 
     def __str__(self) -> str:
         return describe_condition(self)
@@ -338,6 +364,8 @@ class _ConditionParser(_Parser):
         function = name.text
         if function == "log_count":
             return self.log_count(name)  # type: ignore[return-value]
+        if function == "sentry_new_issues":
+            return self.sentry_new_issues(name)  # type: ignore[return-value]
         if function == "health":
             raise self.error(
                 "health(...) is a condition of its own, as in health(api) == down; it cannot be part of "
@@ -397,6 +425,23 @@ class _ConditionParser(_Parser):
         return LogCount(
             given.get("severity"), given.get("service"), given.get("query"), window_s, position=name.pos
         )
+
+    def sentry_new_issues(self, name: _Token) -> SentryNewIssues:
+        opener = self.advance()
+        example = 'sentry_new_issues(web)[10m] > 0 or sentry_new_issues("my-app")[10m] > 0'
+        if self.at(")"):
+            raise self.error(f"sentry_new_issues( takes a Sentry project slug, as in {example}", self.tok.pos)
+        if self.keyword("project") and self.next_is("="):
+            self.advance()
+            self.advance()
+        project = self.service_argument("sentry_new_issues", example)
+        if not self.at(")"):
+            raise self.error(
+                f"sentry_new_issues takes one project, as in {example}; found {self.tok.shown()}", self.tok.pos
+            )
+        self.close(")", opener)
+        window_s = self.window() if self.at("[") else DEFAULT_WINDOW_S
+        return SentryNewIssues(project, window_s, position=name.pos)
 
     def equals(self, argument: str) -> None:
         if self.at("=="):
@@ -506,8 +551,9 @@ async def check_condition(
     Series must be in `known_series` (default: the store's `names()`). A health check's service must be
     in `known_services` (default: a service whose `health` is not None, so pass the configured names
     to accept a service not checked yet). Services named in log_count/anomaly are checked only against
-    `known_log_services`, when given. A percentage literal compared with a bare `*_ratio` series is
-    reported too: the ratio is at most 1, and 5% means 5."""
+    `known_log_services`, when given. sentry_new_issues needs Sentry configured and, when the sources list
+    projects (`sentry_projects()`), one of them. A percentage literal compared with a bare `*_ratio` series
+    is reported too: the ratio is at most 1, and 5% means 5."""
     problems: list[str] = []
     test = condition.test
     selectors = condition.series()
@@ -539,6 +585,16 @@ async def check_condition(
             if read.service is not None and read.service not in known_log_services:
                 detail = _suggest(read.service, known_log_services, "services with logs", "none yet")
                 subject = f"no logs from service {read.service!r}"
+                problems.append(_problem(subject, read.position, condition.text, detail))
+    if sentry_reads := condition.sentry_reads():
+        projects = getattr(sources, "sentry_projects", lambda: None)()
+        for read in sentry_reads:
+            if projects is None:
+                detail = "sentry is not configured: set SENTRY_AUTH_TOKEN and sentry.organization (docs/SENTRY.md)"
+                problems.append(_problem("sentry_new_issues() reads Sentry", read.position, condition.text, detail))
+            elif projects and read.project not in projects:  # none listed: every project the token reads
+                detail = _suggest(read.project, projects, "sentry.projects", "none configured")
+                subject = f"unknown Sentry project {read.project!r}"
                 problems.append(_problem(subject, read.position, condition.text, detail))
     if isinstance(test, Comparison):
         problems.extend(_percent_of_ratio(test, condition.text))
@@ -621,6 +677,12 @@ async def evaluate_condition(condition: Condition, sources: ConditionSources, *,
 
 
 async def _read(leaf: Expr, sources: ConditionSources, now: float) -> float | None:
+    if isinstance(leaf, SentryNewIssues):
+        reader = getattr(sources, "sentry_new_issues", None)
+        if reader is None:
+            return None  # a source without Sentry: no data, which neither fires nor resolves
+        found = await reader(project=leaf.project, window_s=float(leaf.window_s))
+        return None if found is None else float(found)
     if isinstance(leaf, LogCount):
         count = await sources.log_count(
             severity=leaf.severity, service=leaf.service, query=leaf.query, window_s=float(leaf.window_s)

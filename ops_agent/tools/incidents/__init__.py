@@ -37,6 +37,7 @@ __all__ = [
     "RemediationReport",
     "decide",
     "incident_specs",
+    "service_arguments",
 ]
 
 Invoke = Callable[[Caller, str, dict[str, Any]], Awaitable[Any]]
@@ -173,7 +174,8 @@ def _outcome(action: ProposedAction, result: Any) -> str:
     return f"{result.name} exited {result.exit_code}"
 
 
-def _service_arguments(clause: str, facts: Mapping[str, Any]) -> list[dict[str, Any]] | str:
+def service_arguments(clause: str, facts: Mapping[str, Any]) -> list[dict[str, Any]] | str:
+    """The offline planner's reading of "fix the api": the configured services the clause names."""
     services = facts.get("services") or []
     named = mentioned(clause, services)
     if not named and len(services) == 1:
@@ -204,7 +206,7 @@ def incident_specs(responder: IncidentResponder) -> list[ToolSpec]:
             actions=("read",), annotations=ToolAnnotations(read_only_hint=True, open_world_hint=True),
             intents=(Intent(
                 patterns=(r"\bdiagnose\b", r"\bwhat'?s wrong with\b", r"\broot[- ]cause of (the )?[\w.-]+ (service|incident)\b"),
-                arguments=_service_arguments,
+                arguments=service_arguments,
             ),),
             summarize=lambda d: f"{d.cause}: {d.summary}",
         ),
@@ -220,7 +222,7 @@ def incident_specs(responder: IncidentResponder) -> list[ToolSpec]:
             timeout_s=600,
             intents=(Intent(
                 patterns=(r"\b(fix|remediate|repair|heal|mitigate|recover)\b",),
-                arguments=_service_arguments,
+                arguments=service_arguments,
             ),),
             summarize=lambda r: (f"{r.action_taken.tool} {'verified' if r.verified else 'not verified'}: {r.outcome}"
                                  if r.action_taken else r.outcome),
