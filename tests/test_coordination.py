@@ -60,7 +60,9 @@ async def world(tmp_path: Path) -> AsyncIterator[tuple[Services, VercelEmulator]
             "storage": {"path": str(tmp_path / "ops.db")},
             "vercel": {"api_url": emulator.base_url, "team_id": emulator.team_id, "poll_interval_s": 0.02,
                        "projects": [PROJECT], "default_project": PROJECT},
-            "services": [{"name": "api", "url": "http://127.0.0.1:9/health", "project": PROJECT}],
+            # the emulator answers 401 without a token: "up" here, so a diagnosis rests on the logs
+            "services": [{"name": "api", "url": f"{emulator.base_url}/v6/deployments", "expected_status": 401,
+                          "project": PROJECT}],
             "peers": {"dev_agent": {"command": [sys.executable, "-m", "tests.peer_server"], "cwd": str(ROOT),
                                     "role": "dev", "timeout_s": 20}},
             "incidents": {"fix_requests_to": "dev_agent__open_fix_request", "summaries_to": "dev_agent__echo"},
@@ -122,3 +124,12 @@ async def test_an_unset_destination_is_a_clear_error(tmp_path: Path) -> None:
     async with open_services(load_settings(environ={"OPS_AGENT_DB": str(tmp_path / "x.db")})) as services:
         with pytest.raises(ToolFailed, match="incidents.fix_requests_to is not set"):
             await services.registry.invoke(services.identity, "request_code_fix", {"service": "api"})
+
+
+async def test_no_fix_request_when_the_diagnosis_does_not_point_at_code(world) -> None:
+    services, _ = world
+    await services.registry.invoke(services.identity, "check_service_health", {"service": "api"})
+    diagnosis = await services.registry.invoke(services.identity, "diagnose_incident", {"service": "api"})
+    assert diagnosis.cause not in ("bad_deployment", "application_errors", "crashing", "unknown"), diagnosis.cause
+    with pytest.raises(ToolRetry, match=f"does not point at code \\({diagnosis.cause}"):
+        await services.registry.invoke(services.identity, "request_code_fix", {"service": "api"})

@@ -6,7 +6,8 @@ a peer's tool (`incidents.fix_requests_to`, `incidents.summaries_to`: a registry
 `dev_agent__open_fix_request`). That call goes through the registry, so through the gate, as the caller:
 its permission level, budget and audit trail decide on it like any other peer call.
 
-- `request_code_fix(service)`: when the diagnosis points at code. The request carries the service, the
+- `request_code_fix(service)`: when the diagnosis points at code (a bad deployment, application errors,
+  crashes, or an unknown cause with errors; otherwise it says so and sends nothing). The request carries the service, the
   cause and its evidence, the suspected change (the newest production deployment: id, URL, branch, commit,
   when it went live), the top error patterns and up to five sample lines, with secrets redacted.
 - `share_incident_summary(service)`: after a remediation. The summary carries the cause, what was done,
@@ -42,6 +43,8 @@ from ops_agent.tools.logs.models import iso
 
 __all__ = ["Coordinator", "coordination_specs"]
 
+# What a code change can fix; a full disk, memory or a dependency down are ours (remediate_incident).
+CODE_CAUSES = frozenset({"bad_deployment", "application_errors", "crashing", "unknown"})
 MAX_SAMPLES = 5
 MAX_PATTERNS = 3
 TITLE_FIELDS = ("title", "subject")
@@ -124,6 +127,9 @@ class Coordinator:
 
     async def fix_request(self, service: str) -> FixRequest:
         diagnosis = await self.diagnoser.diagnose(service)
+        if diagnosis.cause not in CODE_CAUSES:
+            raise ToolRetry(f"service: the diagnosis of {service} does not point at code ({diagnosis.cause}: "
+                            f"{diagnosis.summary}); there is nothing to ask the Dev Agent")
         now = self.clock()
         patterns = await self.logs.analyze_error_patterns(time_range=f"{diagnosis.onset}..{iso(now)}", service=service)
         top = patterns.patterns[:MAX_PATTERNS]
