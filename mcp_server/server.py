@@ -135,7 +135,12 @@ def build_server(services: Services, *, via: str = "mcp-stdio") -> MCPServer:
 
     @server.custom_route("/healthz", methods=["GET"])
     async def healthz(request: Request) -> JSONResponse:
-        return JSONResponse({"status": "ok", "governance": "degraded" if services.gate.degraded else "normal"})
+        peers = {
+            status.name: {"connected": status.connected, "tools": len(status.tools), "changed": sorted(status.changed)}
+            for status in (services.peers.status() if services.peers else [])
+        }  # a peer down, or whose tool list changed since start, shows here (docs/MCP.md, "Peers")
+        return JSONResponse({"status": "ok", "governance": "degraded" if services.gate.degraded else "normal",
+                             "peers": peers})
 
     @server.custom_route("/metrics", methods=["GET"])
     async def metrics(request: Request) -> Response:

@@ -14,9 +14,11 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx2
 import pytest
 import yaml
 
+from mcp_server.server import build_http_app
 from ops_agent.config import Settings, load_settings
 from ops_agent.errors import (
     ConfigError,
@@ -228,6 +230,10 @@ async def test_a_changed_tool_list_is_flagged_not_trusted(
             await services.registry.invoke(caller, "dev_agent__echo", {"text": "hi"})
         assert (await services.registry.invoke(caller, "dev_agent__open_fix_request", {"title": "t"})).structured
         assert "its tool list changed since start" in caplog.text
+        app = build_http_app(services)  # an operator sees it on /healthz too
+        async with httpx2.AsyncClient(transport=httpx2.ASGITransport(app=app), base_url="http://127.0.0.1:8000") as http:
+            health = (await http.get("/healthz")).json()
+        assert health["peers"]["dev_agent"]["connected"] and health["peers"]["dev_agent"]["changed"] == ["echo", "surprise"]
 
 
 async def test_a_peer_down_at_start_is_logged_and_ops_agent_starts(
