@@ -19,7 +19,7 @@ when its Content-Length says so, else as soon as the chunks read pass the cap.
 
 Processed once: a drain record and each record of a signed message are written with a key (a digest of the
 drain entry; webhook-id and position), and the log index stores a key once, in the transaction that writes
-it (`LogRecord.key`). Keys already stored are left out before the collector sees the
+it (`LogRecord.key`). Keys already stored are left out before the collector writes the
 batch, so a retry neither counts again in the answer nor feeds the log-derived metrics twice.
 """
 
@@ -41,7 +41,6 @@ from ops_agent.errors import OpsAgentError
 from ops_agent.services import Services
 from ops_agent.tools.logs.ingest.body import json_array
 from ops_agent.tools.logs.ingest.vercel_logs import drain_records, valid_drain_signature
-from ops_agent.tools.logs.record import LogRecord
 from ops_agent.tools.notify import WebhookSignatureError, verify_webhook
 from ops_agent.tools.sentry import SIGNATURE_HEADER as SENTRY_SIGNATURE
 from ops_agent.tools.sentry import valid_hook_signature, webhook_records
@@ -71,22 +70,6 @@ def add_ingest_routes(server: MCPServer, services: Services) -> None:
         if scheme.lower() == "bearer" and any(hmac.compare_digest(candidate, known) for known in tokens):
             return None
         return _refuse(401, message)
-
-    async def write_once(records: list[LogRecord], *, scrubbed: bool = False) -> int | tuple[int, int]:
-        """Write the records whose keys are not stored yet: (written, duplicates) when some keys were."""
-        keys = [r.key for r in records if r.key is not None]
-        if not keys:
-            return await collector.write(records, scrubbed=scrubbed)
-        known = await services.logs.store.known_keys(keys)
-        fresh, seen = [], set(known)
-        for record in records:
-            key = record.key
-            if key is None or key not in seen:
-                fresh.append(record)
-                if key is not None:
-                    seen.add(key)
-        # A concurrent delivery of the same keys may pass this check too; the store still writes each once.
-        return await collector.write(fresh, scrubbed=scrubbed), len(records) - len(fresh)
 
     @server.custom_route("/ingest/logs", methods=["POST"])
     async def ingest_logs(request: Request) -> Response:
@@ -127,7 +110,7 @@ def add_ingest_routes(server: MCPServer, services: Services) -> None:
             replace(record, key=f"webhook:{msg_id}:{index}")
             for index, record in enumerate(collector.parse_lines(lines, service=service, host=host))
         ]
-        return await _write(lambda: write_once(records, scrubbed=True))
+        return await _write(lambda: collector.write_new(records, scrubbed=True))
 
     @server.custom_route("/ingest/vercel", methods=["POST"])
     async def ingest_vercel(request: Request) -> Response:
@@ -144,7 +127,7 @@ def add_ingest_routes(server: MCPServer, services: Services) -> None:
             records = drain_records(body)
         except OpsAgentError as exc:
             return _refuse(400, exc.public_message)
-        return await _write(lambda: write_once(records))
+        return await _write(lambda: collector.write_new(records))
 
     sentry_secret = settings.sentry.webhook_secret.get_secret_value() if settings.sentry.webhook_secret else None
 
@@ -177,8 +160,7 @@ def add_ingest_routes(server: MCPServer, services: Services) -> None:
             return _refuse(400, exc.public_message)
         if records is None:  # 200 all the same: Sentry unsubscribes a receiver that keeps failing
             return JSONResponse({"accepted": 0, "ignored": f"{resource[:40]} deliveries carry no error activity"})
-        assert services.sentry is not None  # open_services always builds it
-        return await _write(lambda: services.sentry.write_new(records))  # type: ignore[union-attr]
+        return await _write(lambda: collector.write_new(records))
 
 
 async def _body(request: Request) -> bytes | JSONResponse:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -143,27 +143,13 @@ class SentrySource:
                 break
             events += 1
             records[index] = (issue, issue_record(issue, event))
-        written, duplicates = await self.write_new(record for _, record in records)
+        written, duplicates = await self.collector.write_new(record for _, record in records)
         new = sum(1 for issue in issues if (first := parse_time(issue.get("firstSeen"))) and (start is None or first >= start))
         scope = project or ",".join(self.settings.projects) or "*"
         return SentryCollectReport(
             accepted=written, duplicates=duplicates, issues=len(issues), new_issues=new, events=events,
             source=f"sentry:{self.settings.organization}/{scope}",
         )
-
-    async def write_new(self, records: Iterable[LogRecord]) -> tuple[int, int]:
-        """Write the records whose keys are not stored yet; (written, duplicates). The store still writes a
-        key once if two writers race past this check."""
-        batch = list(records)
-        known = await self.store.known_keys([r.key for r in batch if r.key])
-        fresh, seen = [], set(known)
-        for record in batch:
-            if record.key is None or record.key not in seen:
-                fresh.append(record)
-                if record.key is not None:
-                    seen.add(record.key)
-        written = await self.collector.write(fresh) if fresh else 0
-        return written, len(batch) - len(fresh)
 
     async def poll(self, interval_s: float) -> None:
         """Pull the configured projects every `interval_s`, each window from where the last good one began

@@ -86,6 +86,21 @@ class LogCollector:
         await done
         return len(batch)
 
+    async def write_new(self, records: Iterable[LogRecord], *, scrubbed: bool = False) -> tuple[int, int]:
+        """`write` the records whose keys are not stored yet, and each key once: (written, duplicates). Keeping
+        repeats out here keeps them out of the answer's count and of the log-derived metrics; two writers
+        racing past this check are still stored once (the store's unique key)."""
+        batch = list(records)
+        keys = [record.key for record in batch if record.key is not None]
+        seen = await self.store.known_keys(keys) if keys else set()
+        fresh = []
+        for record in batch:
+            if record.key is None or record.key not in seen:
+                fresh.append(record)
+                if record.key is not None:
+                    seen.add(record.key)
+        return await self.write(fresh, scrubbed=scrubbed), len(batch) - len(fresh)
+
     async def write_lines(
         self, lines: Iterable[str], *, service: str = "", host: str = "", attributes: dict | None = None
     ) -> int:
