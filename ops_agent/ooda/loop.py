@@ -29,11 +29,24 @@ from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, Field
 
-from ops_agent.errors import GovernanceRefusal, GovernanceUnavailable, OpsAgentError, SideEffectInProgress
-from ops_agent.governance.approvals import Approver, ApprovalStore
+from ops_agent.errors import (
+    GovernanceRefusal,
+    GovernanceUnavailable,
+    OpsAgentError,
+    SideEffectInProgress,
+)
+from ops_agent.governance.approvals import ApprovalStore, Approver
 from ops_agent.governance.gate import Caller, GovernanceGate
 from ops_agent.governance.policy import CONSEQUENTIAL
-from ops_agent.ooda.planner import Act, Decision, Finish, Observation, Planner, StepResult, ToolCall
+from ops_agent.ooda.planner import (
+    Act,
+    Decision,
+    Finish,
+    Observation,
+    Planner,
+    StepResult,
+    ToolCall,
+)
 from ops_agent.ooda.provenance import TaskProvenance, guarded, validated
 from ops_agent.registry import ProgressCallback, ToolRegistry
 
@@ -217,7 +230,7 @@ class TaskLoop:
         if (parsed := validated(spec, call.arguments)) is not None:  # invalid: the registry says why
             rule = self.gate.policy.rule(spec.action_for(parsed))
             if guarded(rule) and (reasons := held.provenance.review(spec, rule, call)):
-                return await self._hold(caller, call, rule.action, reasons, held)
+                return await self._hold(caller, call, spec, rule.action, reasons, held)
         if spec.annotations.read_only_hint or caller.task_id is None:
             return await self._invoke(caller, call, spec, call.arguments)
         idempotency = step_key(caller.task_id, call.tool, call.arguments)
@@ -243,8 +256,12 @@ class TaskLoop:
         return StepResult(call, ok=True, output=done["output"], summary=done["summary"])
 
     async def _invoke(self, caller: Caller, call: ToolCall, spec: Any, arguments: dict[str, Any]) -> StepResult:
+        return await self._step(call, spec, lambda: self.registry.invoke(caller, call.tool, arguments))
+
+    async def _step(self, call: ToolCall, spec: Any, run: Callable[[], Awaitable[BaseModel]]) -> StepResult:
+        """Run one step's call: its output and summary, or its error for the planner (an outage propagates)."""
         try:
-            output = await self.registry.invoke(caller, call.tool, arguments)
+            output = await run()
         except GovernanceUnavailable:
             raise
         except OpsAgentError as exc:
@@ -252,7 +269,9 @@ class TaskLoop:
         summary = spec.summarize(output) if spec.summarize else None
         return StepResult(call, ok=True, output=output.model_dump(mode="json"), summary=summary)
 
-    async def _hold(self, caller: Caller, call: ToolCall, action: str, reasons: list[str], held: _Held) -> StepResult:
+    async def _hold(
+        self, caller: Caller, call: ToolCall, spec: Any, action: str, reasons: list[str], held: _Held
+    ) -> StepResult:
         """Keep the call for the operator, audit the hold, and ask the approver when there is one."""
         if self.approvals is None:
             error = "refused: " + "; ".join(reasons)
@@ -267,15 +286,12 @@ class TaskLoop:
             await self.approvals.decide(approval.id, False, "mcp-elicitation")
             return StepResult(call, ok=False, error=f"denied by the operator ({approval.id}): " + "; ".join(reasons))
         if answer:
-            try:
-                _, output = await self.approvals.approve_and_run(approval.id, "mcp-elicitation", self.registry.invoke)
-            except GovernanceUnavailable:
-                raise
-            except OpsAgentError as exc:
-                return StepResult(call, ok=False, error=exc.public_message)
-            spec = self.registry.get(call.tool)
-            summary = spec.summarize(output) if spec and spec.summarize else None
-            return StepResult(call, ok=True, output=output.model_dump(mode="json"), summary=summary)
+            approvals = self.approvals
+
+            async def approved() -> BaseModel:
+                return (await approvals.approve_and_run(approval.id, "mcp-elicitation", self.registry.invoke))[1]
+
+            return await self._step(call, spec, approved)
         held.ids.append(approval.id)
         return StepResult(call, ok=False, error=error)
 
