@@ -71,16 +71,20 @@ def add_ingest_routes(server: MCPServer, services: Services) -> None:
             return None
         return _refuse(401, message)
 
+    async def received(request: Request, *, signed: bool, unsigned: str) -> bytes | Response:
+        """The body, or the answer that refuses it: a signed request is judged by its signature (the route
+        checks it); any other needs a known bearer token, or a local sender when none is configured."""
+        if not signed and (refused := refusal(request, unsigned)):
+            return refused
+        return await _body(request)
+
     @server.custom_route("/ingest/logs", methods=["POST"])
     async def ingest_logs(request: Request) -> Response:
         # A request that brings a signature is judged by it, whatever else it carries.
         signed_with = webhook_secret if "webhook-signature" in request.headers else None
-        if signed_with is None and (
-            refused := refusal(request, "a bearer token (logs.ingest_token or an mcp.tokens entry) is required")
-        ):
-            return refused
-        body = await _body(request)
-        if isinstance(body, JSONResponse):
+        body = await received(request, signed=signed_with is not None,
+                              unsigned="a bearer token (logs.ingest_token or an mcp.tokens entry) is required")
+        if isinstance(body, Response):
             return body
         msg_id = None
         if signed_with is not None:
@@ -114,12 +118,9 @@ def add_ingest_routes(server: MCPServer, services: Services) -> None:
 
     @server.custom_route("/ingest/vercel", methods=["POST"])
     async def ingest_vercel(request: Request) -> Response:
-        if secret is None and (
-            refused := refusal(request, "set logs.drain_secret to accept signed Vercel deliveries, or send a bearer token")
-        ):
-            return refused
-        body = await _body(request)
-        if isinstance(body, JSONResponse):
+        body = await received(request, signed=secret is not None,
+                              unsigned="set logs.drain_secret to accept signed Vercel deliveries, or send a bearer token")
+        if isinstance(body, Response):
             return body
         if secret is not None and not valid_drain_signature(body, secret, request.headers.get("x-vercel-signature")):
             return _refuse(403, "x-vercel-signature does not match the body (check logs.drain_secret)")
@@ -136,12 +137,9 @@ def add_ingest_routes(server: MCPServer, services: Services) -> None:
         """Sentry integration-platform webhooks (docs/SENTRY.md): Sentry-Hook-Signature is the HMAC-SHA256 of
         the raw body with the client secret. Its timestamp is not signed, so replays are refused by content
         instead: each record's key (issue and lastSeen, or issue and event) is stored once."""
-        if sentry_secret is None and (
-            refused := refusal(request, "set sentry.webhook_secret (SENTRY_CLIENT_SECRET) to accept Sentry webhooks")
-        ):
-            return refused
-        body = await _body(request)
-        if isinstance(body, JSONResponse):
+        body = await received(request, signed=sentry_secret is not None,
+                              unsigned="set sentry.webhook_secret (SENTRY_CLIENT_SECRET) to accept Sentry webhooks")
+        if isinstance(body, Response):
             return body
         if sentry_secret is not None:
             signature = request.headers.get(SENTRY_SIGNATURE)
