@@ -24,8 +24,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Awaitable, Callable, Mapping
-from datetime import datetime
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from mcp.types import ToolAnnotations
@@ -39,7 +38,7 @@ from ops_agent.tools.deployment import DeploymentTool
 from ops_agent.tools.incidents.diagnosis import Diagnoser
 from ops_agent.tools.incidents.models import Diagnosis, RemediationReport
 from ops_agent.tools.logs import LogAnalysisTool
-from ops_agent.tools.logs.models import iso
+from ops_agent.tools.logs.models import epoch, iso
 
 __all__ = ["Coordinator", "coordination_specs"]
 
@@ -188,7 +187,7 @@ class Coordinator:
             return None
         deployment = newest[0]
         live = deployment.ready_at or deployment.created_at
-        onset = _timestamp(diagnosis.onset)
+        onset = epoch(diagnosis.onset)
         return SuspectedChange(
             deployment_id=deployment.id, deployment_url=deployment.deployment_url, branch=deployment.branch,
             commit=deployment.commit, live_since=live.isoformat() if live else None,
@@ -234,13 +233,6 @@ def fit_arguments(schema: Mapping[str, Any], message: Mapping[str, Any], text: s
     if missing:
         raise ToolFailed(f"{tool}: cannot fill its required field(s) {', '.join(missing)} from a {message['kind']}")
     return arguments
-
-
-def _timestamp(text: str) -> float | None:
-    try:
-        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
 
 
 def coordination_specs(coordinator: Coordinator, service_arguments: Callable[..., Any]) -> list[ToolSpec]:

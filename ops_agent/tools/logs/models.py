@@ -19,6 +19,7 @@ __all__ = [
     "PatternReport",
     "SignatureHit",
     "TimeWindow",
+    "epoch",
     "iso",
 ]
 
@@ -30,6 +31,16 @@ def iso(ts: float | None) -> str | None:
         return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
     except (ValueError, OverflowError, OSError):  # out of datetime's range: say what it was rather than fail
         return str(ts)
+
+
+def epoch(text: str) -> float | None:
+    """The Unix time of an ISO 8601 moment (`iso`'s inverse; `Z`, any fraction; no zone means UTC), or None
+    when it is not one."""
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
 
 
 class TimeWindow(BaseModel):

@@ -17,10 +17,10 @@ import hashlib
 import hmac
 import re
 import time
-from datetime import UTC, datetime
 from typing import Any
 
 from ops_agent.errors import ToolRetry
+from ops_agent.tools.logs.models import epoch
 from ops_agent.tools.logs.record import LogRecord, normalize_severity
 
 __all__ = [
@@ -50,13 +50,7 @@ def parse_time(value: Any) -> float | None:
     """ISO-8601 (`Z`, with or without microseconds) or epoch seconds; None when absent or unreadable."""
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value) if value > 0 else None
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value)  # 3.11+: reads Z and any fraction
-    except ValueError:
-        return None
-    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp()
+    return epoch(value) if isinstance(value, str) else None
 
 
 def issue_key(issue_id: str, last_seen: float | None, fallback: str) -> str:
