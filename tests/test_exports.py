@@ -7,7 +7,7 @@ def test_all_is_complete_and_importable():
     public = {name for name in dir(ops_agent) if not name.startswith("_")}
     modules = {
         "cli", "config", "errors", "governance", "ooda", "redact", "registry", "services", "stores", "telemetry", "tools",
-        "worker", "peers",
+        "worker", "peers", "untrusted",
     }
     assert public - modules - {"annotations"} == set(ops_agent.__all__)
     for name in ops_agent.__all__:

@@ -41,6 +41,7 @@ from ops_agent.governance.policy import ActionRule
 from ops_agent.ooda.planner import ToolCall
 from ops_agent.ooda.rule_planner import RulePlanner, _clauses
 from ops_agent.registry import ToolRegistry, ToolSpec
+from ops_agent.untrusted import visible
 
 __all__ = ["GUARDED_FAMILIES", "TaskProvenance", "family_of", "guarded", "normalise"]
 
@@ -84,10 +85,7 @@ def guarded(rule: ActionRule) -> bool:
 
 
 def normalise(text: str) -> str:
-    text = unicodedata.normalize("NFKC", text)
-    if not text.isascii():
-        text = "".join(ch for ch in text if unicodedata.category(ch) != "Cf")
-    return " ".join(text.casefold().split())
+    return " ".join(visible(unicodedata.normalize("NFKC", text)).casefold().split())
 
 
 @dataclass
