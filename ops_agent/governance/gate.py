@@ -52,6 +52,7 @@ __all__ = ["Caller", "GovernanceGate"]
 
 log = logging.getLogger("ops_agent.governance")
 T = TypeVar("T")
+MAX_OPEN_TASKS = 10_000
 
 
 
@@ -100,7 +101,9 @@ class GovernanceGate:
         self._usage_cache: dict[str, tuple[float, BudgetUsage]] = {}
         self._refreshing: dict[str, asyncio.Future[AgentRecord]] = {}
         self._budget_penalised: dict[str, float] = {}
-        self._earning_tasks: set[str] = set()  # tasks with a successful step at their agent's level (task_outcome)
+        # Tasks with a successful step at their agent's level, until task_outcome; oldest first, so a task that
+        # ended in an outage (no outcome) is dropped once MAX_OPEN_TASKS newer ones are open.
+        self._earning_tasks: dict[str, None] = {}
         self.observers: list[Callable[[AuditRecord], None]] = []  # e.g. Telemetry.observe
         self.rate_limiter = rate_limiter if rate_limiter is not None else RateLimiter(RateLimits())
 
@@ -210,7 +213,9 @@ class GovernanceGate:
             success = record.outcome == "ok"
             if scored and caller.task_id is not None:  # inside a task, the task's outcome scores once
                 if success and self._earns(agent, rule):
-                    self._earning_tasks.add(caller.task_id)
+                    self._earning_tasks[caller.task_id] = None
+                    if len(self._earning_tasks) > MAX_OPEN_TASKS:
+                        del self._earning_tasks[next(iter(self._earning_tasks))]
                 await audit
             elif scored and (not success or self._earns(agent, rule)):
                 event = self._event(agent, "task_success" if success else "task_failure", f"{tool} ({action})")
@@ -352,7 +357,7 @@ class GovernanceGate:
         A task earns only when one of its successful steps was at the agent's level or above (`_earns`); a
         call with no task id is a grant as it is (how tests and tools promote an agent on purpose)."""
         earned = caller.task_id is None or caller.task_id in self._earning_tasks
-        self._earning_tasks.discard(caller.task_id)
+        self._earning_tasks.pop(caller.task_id, None)
         if self.degraded:
             return
         if success and not earned:
