@@ -39,11 +39,11 @@ from pydantic import BaseModel, ValidationError
 
 from ops_agent.governance.policy import ActionRule
 from ops_agent.ooda.planner import ToolCall
-from ops_agent.ooda.rule_planner import RulePlanner, _clauses
+from ops_agent.ooda.rule_planner import RulePlanner, split_clauses
 from ops_agent.registry import ToolRegistry, ToolSpec
 from ops_agent.untrusted import visible
 
-__all__ = ["GUARDED_FAMILIES", "TaskProvenance", "family_of", "guarded", "normalise"]
+__all__ = ["GUARDED_FAMILIES", "TaskProvenance", "family_of", "guarded", "normalise", "validated"]
 
 
 def _words(*words: str) -> re.Pattern[str]:
@@ -100,7 +100,7 @@ class TaskProvenance:
 
     @classmethod
     def for_task(cls, task: str, registry: ToolRegistry, facts: Mapping[str, Any], configured: Iterable[str]) -> TaskProvenance:
-        provenance = cls(normalise(task), [normalise(clause) for clause in _clauses(task) if clause.strip()])
+        provenance = cls(normalise(task), [normalise(clause) for clause in split_clauses(task) if clause.strip()])
         provenance.trusted.update(normalise(v) for v in configured if v)
         for call in RulePlanner(registry).plan(task, facts).calls:
             provenance.trusted.update(normalise(v) for v in _strings(call.arguments))

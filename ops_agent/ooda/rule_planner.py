@@ -18,7 +18,7 @@ from ops_agent.governance.gate import Caller
 from ops_agent.ooda.planner import Act, Decision, Finish, Observation, Spend, StepResult, ToolCall
 from ops_agent.registry import ToolRegistry, ToolSpec
 
-__all__ = ["Plan", "RulePlanner"]
+__all__ = ["Plan", "RulePlanner", "split_clauses"]
 
 _SPLIT = re.compile(
     # "monitor X and alert if ..." is one request: no cut before alert/notify/page.
@@ -58,7 +58,7 @@ class RulePlanner:
     def plan(self, task: str, facts: Mapping[str, Any]) -> Plan:
         specs = [spec for spec in self.registry.specs(planner=True) if spec.intents]
         clauses: list[_Clause] = []
-        for raw in _clauses(task):
+        for raw in split_clauses(task):
             text = _trimmed(raw)
             if not text or _FILLER.match(text.replace(" ", "")):
                 continue
@@ -125,7 +125,7 @@ def _trimmed(clause: str) -> str:
     return text.strip(" \t\n.!?")
 
 
-def _clauses(task: str) -> list[str]:
+def split_clauses(task: str) -> list[str]:
     """The task cut at clause boundaries, never inside brackets or quotes (a query keeps its commas)."""
     depth, quoted, opened = 0, False, []
     for index, char in enumerate(task):
